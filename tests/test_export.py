@@ -1,0 +1,38 @@
+"""ONNX export with dynamic batch, height and width equals PyTorch."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from engine.export import export_onnx
+from tests.conftest import calibrated_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = calibrated_model("slim", num_classes=11)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "slim.onnx")
+    return model, path
+
+
+def test_graph_is_valid_with_dynamic_axes(exported):
+    _, path = exported
+    graph = onnx.load(str(path)).graph
+    onnx.checker.check_model(str(path))
+    dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "", "height", "width"]
+
+
+# 360x480 pools a 12x15 map at 1/32 with uneven bins; 200x264 is not a multiple of 32.
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 360, 480), (2, 200, 264), (1, 512, 384)])
+def test_onnx_runtime_matches_torch(exported, batch, height, width):
+    model, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = np.random.RandomState(0).standard_normal((batch, 3, height, width)).astype(np.float32)
+    (onnx_logits,) = session.run(None, {"images": images})
+    with torch.inference_mode():
+        torch_logits = model(torch.from_numpy(images)).numpy()
+    assert onnx_logits.shape == (batch, 11, height, width)
+    assert np.abs(onnx_logits - torch_logits).max() < 1e-4
