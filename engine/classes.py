@@ -259,3 +259,16 @@ def class_set(dataset: str) -> ClassSet:
         return CLASS_SETS[dataset.lower()]
     except KeyError:
         raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(CLASS_SETS)}") from None
+
+
+def generic_class_set(num_classes: int, dataset: str = "custom") -> ClassSet:
+    """Names "class 0".."class N-1" and well-separated colours (golden-ratio hues)."""
+    import colorsys
+
+    palette = []
+    for index in range(num_classes):
+        hue = (index * 0.618033988749895) % 1.0
+        value = 0.95 if index % 2 == 0 else 0.7
+        red, green, blue = colorsys.hsv_to_rgb(hue, 0.75, value)
+        palette.append((round(red * 255), round(green * 255), round(blue * 255)))
+    return ClassSet(dataset, tuple(f"class {i}" for i in range(num_classes)), tuple(palette))

@@ -8,6 +8,7 @@ import sys
 
 from engine.checkpoint import CheckpointError, read_checkpoint_info
 from engine.classes import CLASS_SETS
+from engine.data import DatasetError
 from engine.rtformer import VARIANTS, build_model, count_parameters
 
 
@@ -43,6 +44,65 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:8} {config.base_channels:>8} {parameters:>30,}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from engine.train import TrainConfig, Trainer
+
+    config = TrainConfig()
+    if args.config:
+        config = config.replace(**TrainConfig.from_file(args.config))
+    overrides = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name, None) is not None}
+    config = config.replace(**overrides)
+    Trainer(config).run()
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from engine.checkpoint import load_checkpoint
+    from engine.data import open_dataset
+    from engine.evaluate import evaluate
+    from engine.train import _pick_device
+
+    device = _pick_device(args.device, 0)
+    model, info = load_checkpoint(args.checkpoint, device)
+    dataset = open_dataset(args.dataset, args.data_root, args.split)
+    if dataset.classes.num_classes != info.config.num_classes:
+        raise ValueError(
+            f"{args.checkpoint} predicts {info.config.num_classes} classes, "
+            f"{args.dataset} has {dataset.classes.num_classes}"
+        )
+    report = evaluate(model, dataset, device, scales=args.scales, flip=args.flip)
+    print(report.table())
+    if args.output:
+        report.to_json(args.output)
+        print(f"wrote {args.output}")
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (defaults in the help), plus --config FILE."""
+    import dataclasses
+
+    from engine.train import TrainConfig
+
+    defaults = TrainConfig()
+    parser.add_argument("--config", help="a .toml or .json file of TrainConfig fields")
+    for spec in dataclasses.fields(TrainConfig):
+        default = getattr(defaults, spec.name)
+        option = "--" + spec.name.replace("_", "-")
+        help_text = f"default: {default!r}"
+        if isinstance(default, bool):
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif isinstance(default, tuple):
+            kind = type(default[0])
+            parser.add_argument(option, type=kind, nargs=len(default), default=None, help=help_text)
+        elif isinstance(default, dict):
+            parser.add_argument(option, type=json.loads, default=None, help=help_text + " (JSON)")
+        else:
+            parser.add_argument(option, type=type(default), default=None, help=help_text)
+        TRAIN_FIELDS.append(spec.name)
+
+
+TRAIN_FIELDS: list[str] = []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtformer", description="RTFormer Studio engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("checkpoint")
     info.set_defaults(run=cmd_info)
 
+    train = commands.add_parser("train", help="train RTFormer (official recipe by default)")
+    add_train_options(train)
+    train.set_defaults(run=cmd_train)
+
+    evaluation = commands.add_parser("eval", help="evaluate a checkpoint (mIoU, per-class IoU)")
+    evaluation.add_argument("checkpoint")
+    evaluation.add_argument("--dataset", default="camvid")
+    evaluation.add_argument("--data-root", required=True)
+    evaluation.add_argument("--split", default="test")
+    evaluation.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    evaluation.add_argument("--flip", action="store_true")
+    evaluation.add_argument("--device", default="auto")
+    evaluation.add_argument("-o", "--output", help="write the report as JSON")
+    evaluation.set_defaults(run=cmd_eval)
+
     models = commands.add_parser("models", help="list the model variants")
     models.set_defaults(run=cmd_models)
     return parser
@@ -70,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, ValueError) as error:
+    except (CheckpointError, DatasetError, ValueError) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

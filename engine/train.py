@@ -1,0 +1,404 @@
+"""Training with the official RTFormer recipe, resumable and distributed.
+
+Defaults are the official Cityscapes recipe: AdamW (0.9, 0.999), weight decay
+0.0125, lr 4e-4 with linear warm-up from 1e-6 then polynomial (power 1) decay
+to 1e-6, cross-entropy on the main and auxiliary heads weighted 1 and 0.4,
+lr multiplier 10 on DAPPM and heads. Every value is a `TrainConfig` field,
+settable from a TOML/JSON file and the command line.
+
+Exact resume: the learning rate is a function of the step, the data stream a
+function of (seed, position) (see `engine.data.EpochStream`), and the state
+file holds model, optimizer, grad scaler, step and the torch RNG.
+
+Several processes: start with `torchrun --nproc-per-node N -m engine.cli train ...`;
+DistributedDataParallel, SyncBatchNorm on GPUs (on CPU, DDP broadcasts rank 0's
+BN statistics each step), each rank reads its share of the stream, only rank 0
+writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+import tomllib
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from engine.checkpoint import CheckpointInfo, save_checkpoint
+from engine.data import IGNORE_INDEX, EpochStream, ResumableSampler, TrainTransform, open_dataset
+from engine.evaluate import evaluate
+from engine.rtformer import RTFormer, variant_config
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "slim"
+    model_overrides: dict = field(default_factory=dict)  # any RTFormerConfig field
+    dataset: str = "camvid"
+    data_root: str = "../shared/data/CamVid"
+    train_split: str = "train"
+    val_split: str = "val"
+    output: str = "runs/train"
+    iters: int = 10000
+    batch_size: int = 8  # per process and micro-batch
+    grad_accum: int = 1
+    crop_size: tuple[int, int] = (360, 480)  # (H, W)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    jitter: float = 0.4
+    lr: float = 4e-4
+    min_lr: float = 1e-6
+    warmup_iters: int = 1500
+    warmup_start_lr: float = 1e-6
+    weight_decay: float = 0.0125
+    betas: tuple[float, float] = (0.9, 0.999)
+    aux_weight: float = 0.4
+    lr_multiplier: float = 10.0  # on DAPPM and the heads
+    workers: int = 2
+    log_interval: int = 10
+    eval_interval: int = 1000
+    checkpoint_interval: int = 250
+    max_minutes: float = 0.0  # stop cleanly (state saved) after this wall time; 0 = no limit
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, on CUDA only
+    pretrained_backbone: str = ""  # a checkpoint whose matching tensors initialise the model
+    resume: bool = False
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> dict:
+        """Field values from a .toml or .json file (validated by `replace`)."""
+        path = Path(path)
+        text = path.read_text()
+        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+
+    def replace(self, **values) -> TrainConfig:
+        known = {f.name: f for f in dataclasses.fields(self)}
+        for key in values:
+            if key not in known:
+                raise ValueError(f"unknown training option {key!r}")
+        for key in ("crop_size", "scale_range", "betas"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return dataclasses.replace(self, **values)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up from warmup_start_lr to lr, then linear (poly 1) decay to min_lr."""
+    if step < config.warmup_iters:
+        return config.warmup_start_lr + (config.lr - config.warmup_start_lr) * step / config.warmup_iters
+    remaining = config.iters - config.warmup_iters
+    progress = (step - config.warmup_iters) / max(1, remaining)
+    return (config.lr - config.min_lr) * (1.0 - min(progress, 1.0)) + config.min_lr
+
+
+def segmentation_loss(outputs, labels: torch.Tensor, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on main (weight 1) and aux (aux_weight) logits; returns (total, main)."""
+    logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
+    main = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    if aux_logits is None:
+        return main, main
+    return main + aux_weight * F.cross_entropy(aux_logits.float(), labels, ignore_index=IGNORE_INDEX), main
+
+
+def load_backbone(model: RTFormer, path: str | Path) -> list[str]:
+    """Copy every tensor of checkpoint `path` whose name and shape match; returns the names copied."""
+    from safetensors.torch import load_file
+
+    source = load_file(str(path))
+    target = model.state_dict()
+    matched = {
+        name: tensor
+        for name, tensor in source.items()
+        if name in target and target[name].shape == tensor.shape
+    }
+    model.load_state_dict(matched, strict=False)
+    return sorted(matched)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.rank, self.world_size = _distributed_setup()
+        self.device = _pick_device(config.device, self.rank)
+        self.output = Path(config.output)
+        self.is_main = self.rank == 0
+        torch.manual_seed(config.seed)
+
+        transform = TrainTransform(
+            config.crop_size, config.scale_range, jitter=config.jitter, seed=config.seed
+        )
+        self.train_set = open_dataset(config.dataset, config.data_root, config.train_split)
+        self.stream = EpochStream(self.train_set, transform)
+        self.val_set = (
+            open_dataset(config.dataset, config.data_root, config.val_split) if config.val_split else None
+        )
+        self.classes = self.train_set.classes
+
+        model_config = variant_config(
+            config.variant, num_classes=self.classes.num_classes, **config.model_overrides
+        )
+        self.model = RTFormer(model_config).to(self.device)
+        if config.pretrained_backbone:
+            copied = load_backbone(self.model, config.pretrained_backbone)
+            self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameter_groups(config.lr_multiplier),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+        )
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step = 0
+        self.best_miou = -1.0
+        if config.resume:
+            self.load_state()
+
+        self.network: torch.nn.Module = self.model
+        if self.world_size > 1:
+            if self.device.type == "cuda":
+                self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.network, device_ids=device_ids)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, until: int | None = None) -> None:
+        """Train up to `until` (default: config.iters) steps, then save state and weights."""
+        config = self.config
+        until = min(until or config.iters, config.iters)
+        loader = iter(self.make_loader())
+        started = time.monotonic()
+        bar = tqdm(
+            total=config.iters, initial=self.step, disable=not self.is_main, desc="train", dynamic_ncols=True
+        )
+        self.model.train()
+        window_start, window_images, window_loss = time.monotonic(), 0, []
+        while self.step < until:
+            lr = learning_rate(config, self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group["lr_multiplier"]
+            loss = self.train_step(loader)
+            self.step += 1
+            window_images += config.batch_size * config.grad_accum * self.world_size
+            window_loss.append(loss)
+            bar.update(1)
+            if self.step % config.log_interval == 0 or self.step == until:
+                speed = window_images / max(time.monotonic() - window_start, 1e-9)
+                mean_loss = float(np.mean(window_loss))
+                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+                self.log({"step": self.step, "loss": mean_loss, "lr": lr, "images_per_s": speed})
+                window_start, window_images, window_loss = time.monotonic(), 0, []
+            if self.val_set is not None and config.eval_interval and self.step % config.eval_interval == 0:
+                self.validate()
+            if self.step % config.checkpoint_interval == 0:
+                self.save_state()
+            if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
+                self.say(f"time limit reached at step {self.step}; continue with --resume")
+                break
+        bar.close()
+        self.save_state()
+        finished = self.step >= config.iters
+        validated_now = config.eval_interval and self.step % config.eval_interval == 0
+        if finished and self.val_set is not None and not validated_now:
+            self.validate()
+        self.save_weights("last.safetensors")
+
+    def train_step(self, loader) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(self.config.grad_accum):
+            images, labels = next(loader)
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            last = micro == self.config.grad_accum - 1
+            sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
+            with sync, torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                loss, _ = segmentation_loss(self.network(images), labels, self.config.aux_weight)
+                self.scaler.scale(loss / self.config.grad_accum).backward()
+            total += loss.item() / self.config.grad_accum
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss became {total} at step {self.step}")
+        return total
+
+    def make_loader(self) -> DataLoader:
+        config = self.config
+        per_step = config.batch_size * config.grad_accum * self.world_size
+        sampler = ResumableSampler(start=self.step * per_step, rank=self.rank, world_size=self.world_size)
+        return DataLoader(
+            self.stream,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=config.workers > 0,
+            worker_init_fn=_quiet_worker,
+            # Own generator: creating the loader must not consume the global RNG,
+            # or a resumed run's drop-path masks would differ from an uninterrupted one.
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+
+    # ------------------------------------------------------------ evaluation and files
+
+    def validate(self) -> None:
+        if self.is_main:
+            report = evaluate(self.model, self.val_set, self.device, progress=False)
+            self.log(
+                {"step": self.step, "val_miou": report.miou, "val_pixel_accuracy": report.pixel_accuracy}
+            )
+            self.say(f"step {self.step}: {self.config.val_split} mIoU {report.miou:.2f}")
+            if report.miou > self.best_miou:
+                self.best_miou = report.miou
+                self.save_weights(
+                    "best.safetensors", {"val_miou": report.miou, "val_split": self.config.val_split}
+                )
+            plot_curves(self.output / LOG_FILE, self.output / "curves.png")
+        self.barrier()
+
+    def save_weights(self, name: str, metrics: dict | None = None) -> None:
+        if not self.is_main:
+            return
+        info = CheckpointInfo.for_classes(
+            self.model.config,
+            self.classes,
+            input_size=tuple(self.config.crop_size),
+            metrics={"step": self.step, **(metrics or {})},
+            extra={"training_command": training_command(), "train_config": dataclasses.asdict(self.config)},
+        )
+        save_checkpoint(self.output / name, self.model, info)
+
+    def save_state(self) -> None:
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "step": self.step,
+                "best_miou": self.best_miou,
+                "torch_rng": torch.get_rng_state(),
+                "config": json.dumps(dataclasses.asdict(self.config)),
+            }
+            temporary = self.output / (STATE_FILE + ".tmp")
+            torch.save(state, temporary)
+            temporary.replace(self.output / STATE_FILE)  # atomic: a crash never leaves half a file
+        self.barrier()
+
+    def load_state(self) -> None:
+        path = self.output / STATE_FILE
+        if not path.is_file():
+            self.say(f"nothing to resume in {self.output}; starting from step 0")
+            return
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best_miou = state["step"], state["best_miou"]
+        torch.set_rng_state(state["torch_rng"])
+        if self.is_main:
+            truncate_log(self.output / LOG_FILE, self.step)
+        self.say(f"resumed from {path} at step {self.step}")
+
+    def log(self, entry: dict) -> None:
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            with open(self.output / LOG_FILE, "a") as log:
+                log.write(json.dumps({**entry, "time": time.time()}) + "\n")
+
+    def say(self, message: str) -> None:
+        if self.is_main:
+            tqdm.write(message)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _quiet_worker(worker_id: int) -> None:
+    # One thread per loader worker: the cores belong to the model.
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _pick_device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but no CUDA device is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def _distributed_setup() -> tuple[int, int]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def training_command() -> str:
+    return "rtformer " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]) if sys.argv else ""
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log entries past `step` (written after the last saved state)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+def plot_curves(log_path: Path, png_path: Path) -> None:
+    """Training loss and validation mIoU against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = read_log(log_path)
+    losses = [(e["step"], e["loss"]) for e in entries if "loss" in e]
+    mious = [(e["step"], e["val_miou"]) for e in entries if "val_miou" in e]
+    figure, loss_axis = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if losses:
+        loss_axis.plot(*zip(*losses, strict=True), color="tab:blue", linewidth=0.8, label="training loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("loss (main + 0.4 aux)", color="tab:blue")
+    if mious:
+        miou_axis = loss_axis.twinx()
+        miou_axis.plot(*zip(*mious, strict=True), color="tab:red", marker="o", label="mIoU")
+        miou_axis.set_ylabel("validation mIoU (%)", color="tab:red")
+    figure.tight_layout()
+    figure.savefig(png_path)
+    plt.close(figure)

@@ -1,0 +1,144 @@
+"""Training: schedule, exact resume, two-process gloo run, CLI, curves, backbone loading."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from engine.checkpoint import read_checkpoint_info
+from engine.cli import main
+from engine.rtformer import build_model
+from engine.train import TrainConfig, Trainer, learning_rate, load_backbone, read_log
+from tests.synthetic import TINY_MODEL, make_folder
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "folder"
+    make_folder(root, "train", count=8)
+    make_folder(root, "val", count=2, seed=1)
+    return root
+
+
+def tiny_config(data_root, output, **values) -> TrainConfig:
+    return TrainConfig(
+        model_overrides=dict(TINY_MODEL),
+        dataset="folder",
+        data_root=str(data_root),
+        train_split="train",
+        val_split="val",
+        output=str(output),
+        iters=6,
+        batch_size=2,
+        crop_size=(64, 64),
+        warmup_iters=2,
+        workers=0,
+        log_interval=1,
+        eval_interval=3,
+        checkpoint_interval=100,
+    ).replace(**values)
+
+
+def test_learning_rate_warms_up_then_decays_linearly():
+    config = TrainConfig(iters=1000, warmup_iters=100, lr=4e-4, warmup_start_lr=1e-6, min_lr=1e-6)
+    assert learning_rate(config, 0) == pytest.approx(1e-6)
+    assert learning_rate(config, 50) == pytest.approx((1e-6 + 4e-4) / 2)
+    assert learning_rate(config, 100) == pytest.approx(4e-4)
+    assert learning_rate(config, 550) == pytest.approx((4e-4 + 1e-6) / 2)
+    assert learning_rate(config, 1000) == pytest.approx(1e-6)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_root, tmp_path):
+    straight = Trainer(tiny_config(data_root, tmp_path / "straight"))
+    straight.run()
+    interrupted = Trainer(tiny_config(data_root, tmp_path / "resumed"))
+    interrupted.run(until=4)
+    resumed = Trainer(tiny_config(data_root, tmp_path / "resumed", resume=True))
+    assert resumed.step == 4
+    resumed.run()
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    # The log of the resumed run reads like one run: each step once.
+    steps = [e["step"] for e in read_log(tmp_path / "resumed" / "log.jsonl") if "loss" in e]
+    assert steps == list(range(1, 7))
+
+
+def test_training_writes_weights_log_and_curves(data_root, tmp_path):
+    Trainer(tiny_config(data_root, tmp_path / "run")).run()
+    run = tmp_path / "run"
+    entries = read_log(run / "log.jsonl")
+    assert [e["step"] for e in entries if "val_miou" in e] == [3, 6]
+    assert all({"loss", "lr", "images_per_s"} <= set(e) for e in entries if "loss" in e)
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    info = read_checkpoint_info(run / "last.safetensors")
+    assert info.metrics["step"] == 6 and info.class_names == ["background", "thing", "stuff"]
+    assert read_checkpoint_info(run / "best.safetensors").metrics["val_split"] == "val"
+
+
+def test_cli_train_reads_a_config_file_and_overrides(data_root, tmp_path):
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(
+        f'dataset = "folder"\ndata_root = "{data_root}"\nval_split = ""\niters = 50\n'
+        f"batch_size = 2\ncrop_size = [64, 64]\nworkers = 0\n"
+        f"model_overrides = {json.dumps(TINY_MODEL).replace(':', ' =')}\n"
+    )
+    output = tmp_path / "cli"
+    code = main(
+        ["train", "--config", str(config_file), "--iters", "2", "--output", str(output), "--lr", "1e-3"]
+    )
+    assert code == 0
+    info = read_checkpoint_info(output / "last.safetensors")
+    assert info.metrics["step"] == 2
+    assert info.extra["train_config"]["lr"] == 1e-3 and info.extra["train_config"]["iters"] == 2
+
+
+def test_cli_train_reports_a_missing_dataset(tmp_path, capsys):
+    code = main(["train", "--data-root", str(tmp_path / "none"), "--output", str(tmp_path / "o")])
+    assert code == 1
+    assert "root folder not found" in capsys.readouterr().err
+
+
+def test_backbone_loading_matches_names_and_shapes(tmp_path):
+    from safetensors.torch import save_file
+
+    source = build_model("slim", num_classes=19)
+    save_file(
+        {k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "backbone.safetensors")
+    )
+    target = build_model("slim", num_classes=11)
+    copied = load_backbone(target, tmp_path / "backbone.safetensors")
+    assert "stem.0.weight" in copied and "head.conv2.weight" not in copied
+    assert torch.equal(target.stem[0].weight, source.stem[0].weight)
+    assert torch.equal(target.head.conv1.weight, source.head.conv1.weight)  # same shape: copied
+
+
+def _train_rank(rank: int, world_size: int, port: int, data_root: str, output: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
+    torch.set_num_threads(1)
+    trainer = Trainer(tiny_config(data_root, output, iters=3, val_split="", seed=rank * 0))
+    trainer.run()
+    flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    torch.save(flat, f"{output}/params-rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_stay_in_sync(data_root, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "ddp"
+    output.mkdir()
+    mp.start_processes(
+        _train_rank, args=(2, port, str(data_root), str(output)), nprocs=2, start_method="spawn"
+    )
+    rank0 = torch.load(output / "params-rank0.pt", weights_only=True)
+    rank1 = torch.load(output / "params-rank1.pt", weights_only=True)
+    assert torch.equal(rank0, rank1)
+    initial = torch.cat([p.detach().flatten() for p in build_model("slim", 3, **TINY_MODEL).parameters()])
+    assert not torch.equal(rank0, initial)  # they trained
+    assert (output / "last.safetensors").is_file() and not (output / "params-rank2.pt").exists()
