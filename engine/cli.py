@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 
-from engine.checkpoint import CheckpointError, read_checkpoint_info
+from engine.checkpoint import SHIPPED_WEIGHTS, CheckpointError, read_checkpoint_info
 from engine.classes import CLASS_SETS
 from engine.data import DatasetError
 from engine.rtformer import VARIANTS, build_model, count_parameters
+from engine.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
+from engine.video import VideoError
 
 
 def cmd_convert_paddle(args: argparse.Namespace) -> None:
@@ -76,6 +78,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}")
 
 
+def cmd_segment(args: argparse.Namespace) -> None:
+    from engine.segment import segment_path
+    from engine.segmenter import Segmenter
+
+    segmenter = Segmenter(
+        args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
+    )
+    print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
+    report = segment_path(segmenter, args.input, args.output, args.view, args.alpha, args.labels)
+    print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} FPS) -> {args.output}")
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from engine.quantize import quantize_checkpoint
+
+    output = quantize_checkpoint(args.checkpoint, args.calibration, args.count, args.output)
+    print(f"wrote {output}")
+
+
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field (defaults in the help), plus --config FILE."""
     import dataclasses
@@ -136,6 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("-o", "--output", help="write the report as JSON")
     evaluation.set_defaults(run=cmd_eval)
 
+    segment = commands.add_parser("segment", help="segment a video, an image or a folder of images")
+    segment.add_argument("input")
+    segment.add_argument(
+        "-o", "--output", required=True, help="an .mp4 for videos, a .png or a folder for images"
+    )
+    segment.add_argument("--checkpoint", default=str(SHIPPED_WEIGHTS["slim"]))
+    segment.add_argument("--backend", default="auto", choices=BACKENDS)
+    segment.add_argument("--device", default="auto", choices=DEVICES)
+    segment.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    segment.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
+    segment.add_argument("--view", default="overlay", choices=VIEWS)
+    segment.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
+    segment.add_argument("--labels", action="store_true", help="images: write label maps instead of colours")
+    segment.set_defaults(run=cmd_segment)
+
+    quantize = commands.add_parser("quantize", help="INT8 ONNX model (static QDQ, per-channel)")
+    quantize.add_argument("checkpoint")
+    quantize.add_argument("--calibration", required=True, help="a folder of images or a video")
+    quantize.add_argument("--count", type=int, default=16, help="calibration frames")
+    quantize.add_argument("-o", "--output", help="default: cached beside the checkpoint")
+    quantize.set_defaults(run=cmd_quantize)
+
     models = commands.add_parser("models", help="list the model variants")
     models.set_defaults(run=cmd_models)
     return parser
@@ -145,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, DatasetError, ValueError) as error:
+    except (CheckpointError, DatasetError, BackendError, VideoError, ValueError) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from pathlib import Path
 
 import torch
@@ -9,6 +12,7 @@ import torch
 from engine.rtformer import RTFormer
 
 DEFAULT_OPSET = 17
+log = logging.getLogger("rtformer.engine")
 
 
 def export_onnx(
@@ -42,4 +46,38 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+    return path
+
+
+def file_digest(path: str | Path, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def cache_path(checkpoint: str | Path, kind: str, opset: int = DEFAULT_OPSET) -> Path:
+    """Where the ONNX model of `checkpoint` is cached: beside it, named by the
+    checkpoint's hash and the export settings, or in the user cache when the
+    checkpoint's folder is read-only."""
+    checkpoint = Path(checkpoint)
+    name = f"{checkpoint.stem}.{file_digest(checkpoint)}.opset{opset}.{kind}.onnx"
+    folder = checkpoint.parent
+    if not os.access(folder, os.W_OK):
+        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rtformer-studio"
+    return folder / name
+
+
+def cached_onnx(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """The fp32 ONNX model of `checkpoint`, exported on first use."""
+    from engine.checkpoint import load_checkpoint
+
+    path = cache_path(checkpoint, "fp32", opset)
+    if not path.is_file():
+        model, info = load_checkpoint(checkpoint)
+        log.info("exporting %s to %s", checkpoint, path)
+        temporary = path.with_suffix(".tmp")
+        export_onnx(model, temporary, opset, sample_size=info.input_size or (360, 480))
+        temporary.replace(path)
     return path

@@ -151,6 +151,9 @@ class Trainer:
             open_dataset(config.dataset, config.data_root, config.val_split) if config.val_split else None
         )
         self.classes = self.train_set.classes
+        # Inference size recorded in the weights: the evaluation images' own size.
+        reference = self.val_set or self.train_set
+        self.input_size = tuple(cv2.imread(str(reference.samples[0].image)).shape[:2])
 
         model_config = variant_config(
             config.variant, num_classes=self.classes.num_classes, **config.model_overrides
@@ -282,7 +285,7 @@ class Trainer:
         info = CheckpointInfo.for_classes(
             self.model.config,
             self.classes,
-            input_size=tuple(self.config.crop_size),
+            input_size=self.input_size,
             metrics={"step": self.step, **(metrics or {})},
             extra={"training_command": training_command(), "train_config": dataclasses.asdict(self.config)},
         )

@@ -10,10 +10,10 @@ from engine.export import export_onnx
 from tests.conftest import calibrated_model
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = calibrated_model("slim", num_classes=11)
-    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "slim.onnx")
+@pytest.fixture(scope="module", params=["slim", "base"])
+def exported(request, tmp_path_factory):
+    model = calibrated_model(request.param, num_classes=11)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx")
     return model, path
 
 
@@ -26,7 +26,9 @@ def test_graph_is_valid_with_dynamic_axes(exported):
 
 
 # 360x480 pools a 12x15 map at 1/32 with uneven bins; 200x264 is not a multiple of 32.
-@pytest.mark.parametrize(("batch", "height", "width"), [(1, 360, 480), (2, 200, 264), (1, 512, 384)])
+@pytest.mark.parametrize(
+    ("batch", "height", "width"), [(1, 360, 480), (1, 512, 1024), (1, 720, 960), (2, 200, 264)]
+)
 def test_onnx_runtime_matches_torch(exported, batch, height, width):
     model, path = exported
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -16,7 +16,9 @@ import av
 import cv2
 
 
-def make_demo_video(camvid_root: Path, output: Path, sequence: str = "Seq05VD", fps: int = 5, crf: int = 26) -> int:
+def make_demo_video(
+    camvid_root: Path, output: Path, sequence: str = "Seq05VD", fps: int = 5, crf: int = 26
+) -> int:
     frames = sorted((camvid_root / "test").glob(f"{sequence}_*.png"))
     if not frames:
         raise SystemExit(f"no {sequence} frames in {camvid_root / 'test'}")

@@ -1,0 +1,92 @@
+"""INT8: ONNX Runtime static quantization (QDQ, per-channel weights).
+
+Activation ranges are calibrated on frames the user gives: a folder of images
+(for CamVid: the train images) or a video file.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from engine.checkpoint import read_checkpoint_info
+from engine.export import cache_path, cached_onnx
+from engine.segmenter import BackendError, Preprocessor
+
+log = logging.getLogger("rtformer.engine")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def calibration_frames(source: str | Path, count: int) -> list[np.ndarray]:
+    """Up to `count` BGR frames spread evenly over a folder of images or a video."""
+    import cv2
+
+    source = Path(source)
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise BackendError(f"no images for calibration in {source}")
+        picked = [images[i] for i in np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)]
+        frames = [cv2.imread(str(p)) for p in picked]
+        unreadable = [str(p) for p, f in zip(picked, frames, strict=True) if f is None]
+        if unreadable:
+            raise BackendError(f"cannot read calibration image(s): {', '.join(unreadable[:3])}")
+        return frames
+    if source.is_file():
+        from engine.video import read_frames
+
+        frames = [frame for frame, _ in read_frames(source)]
+        if not frames:
+            raise BackendError(f"no frames could be decoded from {source}")
+        return [frames[i] for i in np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
+    raise BackendError(f"calibration source not found: {source}")
+
+
+class _FrameReader:
+    """onnxruntime's CalibrationDataReader protocol over preprocessed frames."""
+
+    def __init__(self, blobs: list[np.ndarray], input_name: str) -> None:
+        self._items: Iterator[dict] = iter([{input_name: blob} for blob in blobs])
+
+    def get_next(self) -> dict | None:
+        return next(self._items, None)
+
+
+def quantize_checkpoint(
+    checkpoint: str | Path, calibration: str | Path, count: int = 16, output: str | Path | None = None
+) -> Path:
+    """Write the INT8 ONNX model of `checkpoint` (default: the engine's cache path)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    checkpoint = Path(checkpoint)
+    info = read_checkpoint_info(checkpoint)
+    output = Path(output) if output else cache_path(checkpoint, "int8")
+    preprocessor = Preprocessor(info.input_size, info.mean, info.std)
+    blobs = [preprocessor(frame).copy() for frame in calibration_frames(calibration, count)]
+    fp32 = cached_onnx(checkpoint)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        temporary = output.with_suffix(".tmp")
+        quantize_static(
+            str(prepared),
+            str(temporary),
+            _FrameReader(blobs, "images"),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            # Convolutions and matmuls hold nearly all the work. Leaving the rest in
+            # fp32 keeps the masked max pooling (whose -inf fill has no finite range)
+            # and the softmax normalisations exact.
+            op_types_to_quantize=["Conv", "MatMul"],
+        )
+        temporary.replace(output)
+    log.info("wrote INT8 model %s (calibrated on %d frames)", output, len(blobs))
+    return output

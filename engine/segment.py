@@ -1,0 +1,105 @@
+"""`rtformer segment`: every frame of a video, an image, or a folder of images.
+
+Videos are written as H.264 MP4 with the input's frame rate and timestamps
+(same duration); images as PNG colour masks / overlays, or label maps.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from engine.segmenter import Segmenter, render
+from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class SegmentReport:
+    frames: int
+    seconds: float
+    damaged: bool = False
+    error: str = ""
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def segment_video(
+    segmenter: Segmenter,
+    source: Path,
+    output: Path,
+    view: str = "overlay",
+    alpha: float = 0.5,
+    progress: bool = True,
+) -> SegmentReport:
+    info = probe(source)
+    decode = DecodeReport()
+    started = time.perf_counter()
+    bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
+    first_timestamp = None
+    with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
+        for frame, seconds in read_frames(source, decode):
+            first_timestamp = seconds if first_timestamp is None else first_timestamp
+            labels = segmenter.predict(frame)
+            writer.write(render(view, frame, labels, segmenter.lut, alpha), seconds - first_timestamp)
+            bar.update(1)
+            bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
+    bar.close()
+    return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error)
+
+
+def segment_image(
+    segmenter: Segmenter, source: Path, output: Path, view: str, alpha: float, labels_only: bool
+) -> None:
+    frame = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise VideoError(f"cannot read image {source}")
+    labels = segmenter.predict(frame)
+    picture = labels if labels_only else render(view, frame, labels, segmenter.lut, alpha)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(output), picture):
+        raise VideoError(f"cannot write {output}")
+
+
+def segment_path(
+    segmenter: Segmenter,
+    source: str | Path,
+    output: str | Path,
+    view: str = "overlay",
+    alpha: float = 0.5,
+    labels_only: bool = False,
+    progress: bool = True,
+) -> SegmentReport:
+    """Segment a video file, an image, or a folder of images into `output`."""
+    source, output = Path(source), Path(output)
+    started = time.perf_counter()
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise VideoError(f"no images in {source}")
+        for image in tqdm(images, unit="image", disable=not progress):
+            segment_image(segmenter, image, output / f"{image.stem}.png", view, alpha, labels_only)
+        return SegmentReport(len(images), time.perf_counter() - started)
+    if not source.exists():
+        raise VideoError(f"input not found: {source}")
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        if output.suffix.lower() != ".png":
+            output = output.with_suffix(".png")
+        segment_image(segmenter, source, output, view, alpha, labels_only)
+        return SegmentReport(1, time.perf_counter() - started)
+    report = segment_video(segmenter, source, output, view, alpha, progress)
+    if report.damaged:
+        print(
+            f"warning: {source} is damaged; segmented the {report.frames} frames before the damage "
+            f"({report.error}); {output} holds them and is complete",
+            file=sys.stderr,
+        )
+    return report

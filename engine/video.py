@@ -1,0 +1,177 @@
+"""Video decoding and encoding through PyAV (FFmpeg).
+
+`read_frames` yields every frame with its timestamp and stops cleanly at
+damage; `VideoWriter` encodes BGR frames to H.264 MP4 with given timestamps,
+falling back to MPEG-4 Part 2 when no H.264 encoder exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+log = logging.getLogger("rtformer.engine")
+ENCODERS = ("libx264", "h264", "mpeg4")
+
+
+class VideoError(Exception):
+    """A video that cannot be opened or written."""
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frames: int  # as the container says; 0 when unknown
+    duration: float  # seconds, 0 when unknown
+
+
+@dataclass
+class DecodeReport:
+    """Filled while reading: how many frames came out and what stopped the reading."""
+
+    frames: int = 0
+    error: str = ""
+    damaged: bool = field(default=False)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+            duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+            if not duration and container.duration:
+                duration = container.duration / av.time_base
+            return VideoInfo(
+                stream.codec_context.width,
+                stream.codec_context.height,
+                Fraction(fps),
+                Fraction(stream.time_base),
+                stream.frames,
+                duration,
+            )
+    except (av.FFmpegError, OSError) as error:
+        raise VideoError(f"cannot open video {path}: {error}") from None
+
+
+def read_frames(path: str | Path, report: DecodeReport | None = None) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield (BGR frame, timestamp in seconds) for every decodable frame. Damage
+    ends the stream early: `report.damaged` and `report.error` say so."""
+    report = report if report is not None else DecodeReport()
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as error:
+        raise VideoError(f"cannot open video {path}: {error}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fallback_step = 1.0 / float(stream.average_rate or 25)
+        try:
+            for frame in container.decode(stream):
+                seconds = (
+                    float(frame.pts * frame.time_base)
+                    if frame.pts is not None
+                    else report.frames * fallback_step
+                )
+                report.frames += 1
+                yield frame.to_ndarray(format="bgr24"), seconds
+        except (av.FFmpegError, ValueError) as error:
+            report.damaged, report.error = True, str(error)
+        if not report.damaged and stream.frames and report.frames < stream.frames:
+            report.damaged = True
+            report.error = (
+                f"the file declares {stream.frames} frames but only {report.frames} could be decoded"
+            )
+        if report.damaged:
+            log.warning("%s: decoding stopped after %d frames: %s", path, report.frames, report.error)
+
+
+class VideoWriter:
+    """H.264 MP4 writer; frames carry their own timestamps (seconds from the start),
+    so the file's duration follows the clock, whatever the frame rate was."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | Fraction = 30,
+        time_base: Fraction | None = None,
+        crf: int = 23,
+        codec: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # faststart: the index goes first, so a copy cut short still opens and plays.
+        options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
+        try:
+            self.container = av.open(str(self.path), "w", options=options)
+        except (av.FFmpegError, OSError) as error:
+            raise VideoError(f"cannot write {self.path}: {error}") from None
+        self.codec = codec or next(name for name in ENCODERS if _has_encoder(name))
+        if self.codec != ENCODERS[0]:
+            log.warning("H.264 encoder unavailable; writing %s with %s", self.path, self.codec)
+        self.fps = Fraction(fps).limit_denominator(100000)
+        self.stream = self.container.add_stream(self.codec, rate=self.fps)
+        self.stream.time_base = time_base or Fraction(1, 90000)
+        self.stream.pix_fmt = "yuv420p"
+        if self.codec in ("libx264", "h264"):
+            self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self.frames = 0
+        self._last_pts = -1
+        self._opened = False
+
+    def write(self, frame: np.ndarray, seconds: float | None = None) -> None:
+        """Add a BGR frame shown at `seconds` (default: frame count / fps)."""
+        if not self._opened:  # size is known only from the first frame
+            self.stream.height, self.stream.width = frame.shape[0] & ~1, frame.shape[1] & ~1
+            self._opened = True
+        if frame.shape[0] != self.stream.height or frame.shape[1] != self.stream.width:
+            frame = np.ascontiguousarray(frame[: self.stream.height, : self.stream.width])
+        if seconds is None:
+            seconds = self.frames / float(self.fps)
+        pts = max(round(seconds / self.stream.time_base), self._last_pts + 1)
+        video_frame = av.VideoFrame.from_ndarray(frame, format="bgr24")
+        video_frame.pts, video_frame.time_base = pts, self.stream.time_base
+        self._last_pts = pts
+        try:
+            self.container.mux(self.stream.encode(video_frame))
+        except (av.FFmpegError, OSError) as error:
+            raise VideoError(f"writing {self.path} failed: {error}") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file (safe to call twice)."""
+        if self.container is None:
+            return
+        try:
+            if self._opened:
+                self.container.mux(self.stream.encode())
+        finally:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _has_encoder(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except (av.FFmpegError, ValueError):
+        return False

@@ -1,0 +1,156 @@
+"""Video encode/decode, and `rtformer segment` on generated videos and images."""
+
+from fractions import Fraction
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.cli import main
+from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
+from tests.conftest import synthetic_frame, write_checkpoint
+
+
+def write_video(path, frames=30, fps=15, size=(96, 128)):
+    with VideoWriter(path, fps=fps) as writer:
+        for index in range(frames):
+            writer.write(synthetic_frame(*size, seed=index))
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("weights") / "slim.safetensors", input_size=(96, 128))
+
+
+def test_writer_and_reader_round_trip(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", frames=30, fps=15)
+    info = probe(path)
+    assert (info.width, info.height, info.fps) == (128, 96, Fraction(15))
+    assert info.duration == pytest.approx(2.0, abs=1e-3)
+    frames = list(read_frames(path))
+    assert len(frames) == 30
+    assert [round(t * 15) for _, t in frames] == list(range(30))
+    assert np.abs(frames[0][0].astype(int) - synthetic_frame(96, 128, seed=0)).mean() < 12
+
+
+def test_writer_follows_given_timestamps(tmp_path):
+    with VideoWriter(tmp_path / "clock.mp4", fps=30) as writer:
+        for second in (0.0, 0.5, 1.0, 2.0):  # irregular, as a live recording
+            writer.write(synthetic_frame(), second)
+    stamps = [t for _, t in read_frames(tmp_path / "clock.mp4")]
+    assert stamps == pytest.approx([0.0, 0.5, 1.0, 2.0], abs=1e-3)
+
+
+def test_unreadable_video_is_reported(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"definitely not a video" * 100)
+    with pytest.raises(VideoError, match="cannot open video"):
+        probe(bad)
+    with pytest.raises(VideoError):
+        list(read_frames(bad))
+
+
+def test_segment_writes_every_frame_with_the_input_timing(tmp_path, checkpoint, capsys):
+    source = write_video(tmp_path / "in.mp4", frames=24, fps=12)
+    output = tmp_path / "out.mp4"
+    code = main(
+        ["segment", str(source), "-o", str(output), "--checkpoint", str(checkpoint), "--view", "side-by-side"]
+    )
+    assert code == 0, capsys.readouterr().err
+    original, result = probe(source), probe(output)
+    assert result.fps == original.fps == 12
+    assert result.duration == pytest.approx(original.duration, abs=1e-3)
+    frames = list(read_frames(output))
+    assert len(frames) == 24
+    assert frames[0][0].shape == (96, 256, 3)  # frame and overlay side by side
+    assert "24 frame(s)" in capsys.readouterr().out
+
+
+def test_segment_stops_at_damage_and_still_writes_a_valid_file(tmp_path, checkpoint, capsys):
+    source = write_video(tmp_path / "whole.mp4", frames=60, fps=15)
+    data = source.read_bytes()
+    damaged = tmp_path / "damaged.mp4"
+    # A copy cut off after two thirds, then garbage: the index is intact (faststart), the data not.
+    damaged.write_bytes(data[: len(data) * 2 // 3] + bytes(range(256)) * 20)
+    output = tmp_path / "out.mp4"
+    code = main(["segment", str(damaged), "-o", str(output), "--checkpoint", str(checkpoint)])
+    assert code == 0
+    assert "is damaged; segmented the" in capsys.readouterr().err
+    decoded = DecodeReport()
+    frames = list(read_frames(output, decoded))
+    assert 0 < len(frames) < 60 and not decoded.damaged
+    written = probe(output)
+    assert written.fps == 15
+
+
+def test_segment_images_and_folders(tmp_path, checkpoint):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(folder / f"f{index}.jpg"), synthetic_frame(100, 140, seed=index))
+    assert (
+        main(
+            [
+                "segment",
+                str(folder),
+                "-o",
+                str(tmp_path / "masks"),
+                "--checkpoint",
+                str(checkpoint),
+                "--view",
+                "mask",
+            ]
+        )
+        == 0
+    )
+    masks = sorted((tmp_path / "masks").glob("*.png"))
+    assert [m.name for m in masks] == ["f0.png", "f1.png", "f2.png"]
+    assert cv2.imread(str(masks[0])).shape == (100, 140, 3)
+    assert (
+        main(
+            [
+                "segment",
+                str(folder / "f1.jpg"),
+                "-o",
+                str(tmp_path / "labels.png"),
+                "--checkpoint",
+                str(checkpoint),
+                "--labels",
+            ]
+        )
+        == 0
+    )
+    labels = cv2.imread(str(tmp_path / "labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (100, 140) and labels.max() < 11
+
+
+def test_segment_reports_missing_input_and_checkpoint(tmp_path, checkpoint, capsys):
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "none.mp4"),
+                "-o",
+                str(tmp_path / "o.mp4"),
+                "--checkpoint",
+                str(checkpoint),
+            ]
+        )
+        == 1
+    )
+    assert "input not found" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "none.mp4"),
+                "-o",
+                str(tmp_path / "o.mp4"),
+                "--checkpoint",
+                str(tmp_path / "missing.safetensors"),
+            ]
+        )
+        == 1
+    )
+    assert "checkpoint not found" in capsys.readouterr().err
