@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from engine.checkpoint import SHIPPED_WEIGHTS, CheckpointError, read_checkpoint_info
 from engine.classes import CLASS_SETS
@@ -88,6 +89,27 @@ def cmd_segment(args: argparse.Namespace) -> None:
     print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
     report = segment_path(segmenter, args.input, args.output, args.view, args.alpha, args.labels)
     print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} FPS) -> {args.output}")
+    if report.stage_ms:
+        stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in report.stage_ms.items())
+        print(f"median ms per frame: {stages}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from engine.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench, write_json
+
+    sizes = DEFAULT_SIZES + ((LARGE_SIZE,) if args.large else ())
+    weights = {variant: path for variant, path in SHIPPED_WEIGHTS.items() if path.is_file()}
+    report = run_bench(args.variants, sizes, weights, args.calibration, args.video, args.rounds, args.threads)
+    if report["end_to_end"]:
+        e2e = report["end_to_end"]
+        print(
+            f"segment end to end: {e2e['end_to_end_fps']:.1f} FPS vs model only {e2e['model_only_fps']:.1f} FPS "
+            f"({e2e['end_to_end_share']:.0%}); preprocess + postprocess = "
+            f"{e2e['pre_post_share_of_inference']:.1%} of inference"
+        )
+    if args.output:
+        write_json(report, args.output)
+        print(f"wrote {args.output}")
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -178,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--count", type=int, default=16, help="calibration frames")
     quantize.add_argument("-o", "--output", help="default: cached beside the checkpoint")
     quantize.set_defaults(run=cmd_quantize)
+
+    bench = commands.add_parser("bench", help="latency of every backend side by side, and segment end to end")
+    bench.add_argument("--variants", nargs="+", default=["slim", "base"], choices=sorted(VARIANTS))
+    bench.add_argument("--large", action="store_true", help="also 1024x2048")
+    bench.add_argument("--calibration", type=Path, help="frames for the INT8 runner (none: no INT8)")
+    bench.add_argument("--video", type=Path, help="a video for the end-to-end segment run")
+    bench.add_argument(
+        "--rounds", type=int, default=30, help="timed rounds for Slim at 360x480 (fewer when larger)"
+    )
+    bench.add_argument("--threads", type=int, default=__import__("os").cpu_count())
+    bench.add_argument("-o", "--output", help="write the results as JSON")
+    bench.set_defaults(run=cmd_bench)
 
     models = commands.add_parser("models", help="list the model variants")
     models.set_defaults(run=cmd_models)

@@ -6,9 +6,10 @@ Videos are written as H.264 MP4 with the input's frame rate and timestamps
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,7 @@ class SegmentReport:
     seconds: float
     damaged: bool = False
     error: str = ""
+    stage_ms: dict[str, float] = field(default_factory=dict)  # median per stage, videos only
 
     @property
     def fps(self) -> float:
@@ -45,15 +47,34 @@ def segment_video(
     started = time.perf_counter()
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
     first_timestamp = None
+    stages: dict[str, list[float]] = {
+        "decode": [],
+        "preprocess": [],
+        "inference": [],
+        "postprocess": [],
+        "render": [],
+        "encode": [],
+    }
     with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
+        decoded = time.perf_counter()
         for frame, seconds in read_frames(source, decode):
+            stages["decode"].append((time.perf_counter() - decoded) * 1e3)
             first_timestamp = seconds if first_timestamp is None else first_timestamp
             labels = segmenter.predict(frame)
-            writer.write(render(view, frame, labels, segmenter.lut, alpha), seconds - first_timestamp)
+            for stage in ("preprocess", "inference", "postprocess"):
+                stages[stage].append(getattr(segmenter.timings, stage))
+            rendering = time.perf_counter()
+            picture = render(view, frame, labels, segmenter.lut, alpha)
+            encoding = time.perf_counter()
+            writer.write(picture, seconds - first_timestamp)
+            decoded = time.perf_counter()
+            stages["render"].append((encoding - rendering) * 1e3)
+            stages["encode"].append((decoded - encoding) * 1e3)
             bar.update(1)
-            bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
+            bar.set_postfix(fps=f"{bar.n / (decoded - started):.1f}")
     bar.close()
-    return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error)
+    medians = {stage: statistics.median(values) for stage, values in stages.items() if values}
+    return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
 
 
 def segment_image(

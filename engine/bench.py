@@ -1,0 +1,232 @@
+"""`rtformer bench`: model latency side by side, and the end-to-end `segment` path.
+
+Runners of one (variant, size) are measured interleaved, round by round, so
+that a noisy, shared machine slows them alike and their ratios hold. Each gets
+warm-up runs first; then median and p95 latency, FPS, and the ratio of its FPS
+to PyTorch eager fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.backends import open_session
+from engine.checkpoint import CheckpointInfo, save_checkpoint
+from engine.classes import CAMVID
+from engine.rtformer import build_model
+
+DEFAULT_SIZES = ((360, 480), (720, 960))
+LARGE_SIZE = (1024, 2048)
+
+
+@dataclass
+class Result:
+    variant: str
+    size: str
+    runner: str
+    median_ms: float
+    p95_ms: float
+    fps: float
+    ratio_to_torch: float = 0.0
+    runs: int = 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def interleaved(
+    runners: dict[str, Callable[[], None]], rounds: int, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Time each runner once per round, in turn; milliseconds per runner."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - started) * 1e3)
+    return times
+
+
+def bench_checkpoint(folder: Path, variant: str, weights: Path | None) -> Path:
+    """The shipped weights when given, else a random model of the variant (speed does not
+    depend on the values; INT8 accuracy does, so quote it only for trained weights)."""
+    if weights is not None and weights.is_file():
+        return weights
+    torch.manual_seed(0)
+    model = build_model(variant, num_classes=CAMVID.num_classes).eval()
+    return save_checkpoint(
+        folder / f"{variant}.safetensors", model, CheckpointInfo.for_classes(model.config, CAMVID)
+    )
+
+
+def model_runners(checkpoint: Path, size: tuple[int, int], calibration: Path | None, threads: int) -> dict:
+    from engine.checkpoint import load_checkpoint
+    from engine.export import cached_onnx
+    from engine.quantize import quantize_checkpoint
+
+    height, width = size
+    blob = np.random.default_rng(0).standard_normal((1, 3, height, width)).astype(np.float32)
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(checkpoint)
+    model = model.to(memory_format=torch.channels_last)
+    images = torch.from_numpy(blob).contiguous(memory_format=torch.channels_last)
+
+    def torch_eager() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    fp32 = open_session(cached_onnx(checkpoint), ["CPUExecutionProvider"], threads)
+    runners = {"torch eager fp32": torch_eager, "onnxruntime fp32": lambda: fp32.run(None, {"images": blob})}
+    if calibration is not None:
+        int8_path = quantize_checkpoint(checkpoint, calibration, output=checkpoint.with_suffix(".int8.onnx"))
+        int8 = open_session(int8_path, ["CPUExecutionProvider"], threads)
+        runners["onnxruntime int8"] = lambda: int8.run(None, {"images": blob})
+    if torch.cuda.is_available():
+        runners.update(cuda_runners(model, blob))
+    return runners
+
+
+def cuda_runners(model: torch.nn.Module, blob: np.ndarray) -> dict:
+    gpu = torch.from_numpy(blob).cuda().contiguous(memory_format=torch.channels_last)
+    fp32_model = model.cuda()
+    fp16_model = build_model(model.config.name, model.config.num_classes).cuda().eval().half()
+    fp16_model.load_state_dict(fp32_model.state_dict())
+    fp16_model = fp16_model.to(memory_format=torch.channels_last)
+
+    def run(net, images) -> Callable[[], None]:
+        def call() -> None:
+            with torch.inference_mode():
+                net(images)
+            torch.cuda.synchronize()
+
+        return call
+
+    return {"torch cuda fp32": run(fp32_model, gpu), "torch cuda fp16": run(fp16_model, gpu.half())}
+
+
+def end_to_end(checkpoint: Path, video: Path, threads: int) -> dict:
+    """`segment` on a video (decode, preprocess, infer, postprocess, render, encode) against
+    the model alone on the same backend and input size."""
+    from engine.segment import segment_video
+    from engine.segmenter import Segmenter
+
+    segmenter = Segmenter(checkpoint, backend="onnxruntime", device="cpu", threads=threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        report = segment_video(segmenter, video, Path(scratch) / "out.mp4", progress=False)
+    inputs = np.random.default_rng(0).standard_normal((1, 3, *segmenter.preprocessor.size)).astype(np.float32)
+    times = interleaved({"model": lambda: segmenter.backend.infer(inputs)}, rounds=60)["model"]
+    model_fps = 1000 / statistics.median(times)
+    stages = report.stage_ms
+    return {
+        "video": video.name,
+        "frames": report.frames,
+        "input_size": list(segmenter.preprocessor.size),
+        "end_to_end_fps": report.fps,
+        "model_only_fps": model_fps,
+        "end_to_end_share": report.fps / model_fps,
+        "stage_median_ms": stages,
+        "pre_post_share_of_inference": (stages["preprocess"] + stages["postprocess"]) / stages["inference"],
+        "backend": segmenter.description,
+    }
+
+
+def run_bench(
+    variants=("slim", "base"),
+    sizes=DEFAULT_SIZES,
+    weights: dict[str, Path] | None = None,
+    calibration: Path | None = None,
+    video: Path | None = None,
+    rounds: int = 30,
+    threads: int = 2,
+) -> dict:
+    results: list[Result] = []
+    previous_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as scratch:
+        for variant in variants:
+            checkpoint = bench_checkpoint(Path(scratch), variant, (weights or {}).get(variant))
+            local = Path(scratch) / f"{variant}-local.safetensors"
+            local.write_bytes(checkpoint.read_bytes())  # exports and INT8 go to scratch, not weights/
+            for size in sizes:
+                runners = model_runners(local, size, calibration, threads)
+                pixels = size[0] * size[1] / (360 * 480) * (4 if variant == "base" else 1)
+                times = interleaved(runners, rounds=max(5, int(rounds / pixels)))
+                reference = 1000 / statistics.median(times["torch eager fp32"])
+                for name, values in times.items():
+                    fps = 1000 / statistics.median(values)
+                    results.append(
+                        Result(
+                            variant,
+                            f"{size[0]}x{size[1]}",
+                            name,
+                            statistics.median(values),
+                            percentile(values, 95),
+                            fps,
+                            fps / reference,
+                            len(values),
+                        )
+                    )
+                print(
+                    format_table(
+                        [r for r in results if r.variant == variant and r.size == f"{size[0]}x{size[1]}"]
+                    )
+                )
+        e2e = (
+            end_to_end(Path(scratch) / f"{variants[0]}-local.safetensors", video, threads) if video else None
+        )
+    torch.set_num_threads(previous_threads)
+    return {
+        "machine": machine_description(),
+        "threads": threads,
+        "results": [asdict(r) for r in results],
+        "end_to_end": e2e,
+    }
+
+
+def machine_description() -> dict:
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": __import__("os").cpu_count(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def format_table(results: list[Result]) -> str:
+    lines = [
+        f"{'variant':7} {'size':>9} {'runner':18} {'median ms':>10} {'p95 ms':>8} {'FPS':>7} {'x torch':>8}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r.variant:7} {r.size:>9} {r.runner:18} {r.median_ms:10.1f} {r.p95_ms:8.1f} {r.fps:7.1f} "
+            f"{r.ratio_to_torch:8.2f}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")

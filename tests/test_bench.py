@@ -1,0 +1,51 @@
+"""`rtformer bench` runs every available runner side by side and reports ratios."""
+
+import json
+
+import cv2
+
+from engine.bench import interleaved, run_bench
+from engine.cli import main
+from tests.conftest import synthetic_frame
+from tests.test_video import write_video
+
+
+def test_interleaved_times_each_runner_every_round():
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert [len(v) for v in times.values()] == [3, 3]
+
+
+def test_bench_reports_all_cpu_runners_and_the_end_to_end_path(tmp_path):
+    frames = tmp_path / "calibration"
+    frames.mkdir()
+    for seed in range(2):
+        cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(64, 96, seed=seed))
+    video = write_video(tmp_path / "clip.mp4", frames=6, fps=10, size=(64, 96))
+    report = run_bench(("slim",), ((64, 96),), calibration=frames, video=video, rounds=2, threads=1)
+    runners = {r["runner"]: r for r in report["results"]}
+    assert {"torch eager fp32", "onnxruntime fp32", "onnxruntime int8"} <= set(runners)
+    assert runners["torch eager fp32"]["ratio_to_torch"] == 1.0
+    assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] for r in runners.values())
+    e2e = report["end_to_end"]
+    assert e2e["frames"] == 6 and e2e["end_to_end_fps"] > 0 and e2e["model_only_fps"] > 0
+    assert set(e2e["stage_median_ms"]) == {
+        "decode",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "render",
+        "encode",
+    }
+    assert report["machine"]["cores"] >= 1
+
+
+def test_bench_cli_writes_json(tmp_path, monkeypatch):
+    import engine.bench
+
+    monkeypatch.setattr(engine.bench, "DEFAULT_SIZES", ((64, 64),))
+    output = tmp_path / "bench.json"
+    assert main(["bench", "--variants", "slim", "--rounds", "2", "--threads", "1", "-o", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert [r["runner"] for r in report["results"]] == ["torch eager fp32", "onnxruntime fp32"]
