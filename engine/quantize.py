@@ -79,13 +79,17 @@ def quantize_checkpoint(
             _FrameReader(blobs, "images"),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            # u8 activations, s8 weights: ORT's fast QLinearConv path on x86 (VNNI).
+            # With s8 activations, ORT left every Conv followed by ReLU in fp32
+            # (measured: 1.27x instead of 2.4x over fp32 for Slim at 360x480).
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            # Convolutions and matmuls hold nearly all the work. Leaving the rest in
-            # fp32 keeps the masked max pooling (whose -inf fill has no finite range)
-            # and the softmax normalisations exact.
-            op_types_to_quantize=["Conv", "MatMul"],
+            # Convolutions and matmuls hold nearly all the work; ReLU lets the
+            # quantized convolutions chain. The rest stays fp32, which keeps the
+            # masked max pooling (a -inf fill has no finite range) and the softmax
+            # normalisations exact.
+            op_types_to_quantize=["Conv", "MatMul", "Relu"],
         )
         temporary.replace(output)
     log.info("wrote INT8 model %s (calibrated on %d frames)", output, len(blobs))
