@@ -125,6 +125,9 @@ class VideoWriter:
         self.fps = Fraction(fps).limit_denominator(100000)
         self.stream = self.container.add_stream(self.codec, rate=self.fps)
         self.stream.time_base = time_base or Fraction(1, 90000)
+        # The encoder must count in the same fine units: at 1/fps, two frames less than
+        # a frame period apart (a live recording) would collide and be dropped.
+        self.stream.codec_context.time_base = self.stream.time_base
         self.stream.pix_fmt = "yuv420p"
         if self.codec in ("libx264", "h264"):
             self.stream.options = {"crf": str(crf), "preset": "veryfast"}

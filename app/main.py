@@ -1,0 +1,46 @@
+"""`rtformer-studio`: open the window on a source (default: the bundled demo video)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rtformer-studio", description="Live semantic segmentation with RTFormer"
+    )
+    parser.add_argument(
+        "source", nargs="?", help="video, image, folder or stream URL (default: the demo video)"
+    )
+    parser.add_argument("--checkpoint", help="a .safetensors checkpoint (default: the shipped RTFormer-Slim)")
+    parser.add_argument("--screenshot", help="save a screenshot of the window after --seconds, then quit")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.window import MainWindow
+
+    application = QApplication.instance() or QApplication(sys.argv[:1])
+    application.setApplicationName("RTFormer Studio")
+    window = MainWindow()
+    window.resize(1280, 760)
+    window.show()
+    window.start(args.source, args.checkpoint)
+    if args.screenshot:
+
+        def grab() -> None:
+            window.update_readouts()
+            window.grab().save(args.screenshot)
+            window.close()
+
+        QTimer.singleShot(int(args.seconds * 1000), grab)
+    return application.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

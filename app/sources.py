@@ -1,0 +1,269 @@
+"""Frame sources: video files, images, folders of images, stream URLs, cameras, and a
+fake camera for tests and demos.
+
+A source yields `Frame`s. Live sources (cameras, streams) are read as fast as
+they produce and the newest frame wins downstream; file sources carry
+timestamps so the capture service can play them at their native rate, and
+support seeking.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class SourceError(Exception):
+    """A source that cannot be opened or read; the message says which and why."""
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR uint8 (H, W, 3)
+    timestamp: float  # seconds on the source's clock (file position, or capture time)
+    index: int
+    captured: float = 0.0  # time.monotonic() when the capture service got it
+
+
+class FrameSource:
+    """Base class. Subclasses set `name`, `live`, and implement open/read/close."""
+
+    name = "source"
+    live = False
+    seekable = False
+    duration = 0.0  # seconds, 0 when unknown
+    fps = 30.0
+
+    def open(self) -> None:
+        """Acquire the device or file; raise SourceError with a clear message."""
+
+    def read(self) -> Frame | None:
+        """The next frame, or None at the end."""
+        raise NotImplementedError
+
+    def seek(self, seconds: float) -> None:
+        """Files only: continue from `seconds`."""
+
+    def close(self) -> None:
+        """Release the device or file (safe to call twice)."""
+
+
+class VideoFileSource(FrameSource):
+    """A video file or anything else FFmpeg opens (decoded with PyAV)."""
+
+    seekable = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.name = Path(self.path).name
+        self.container = None
+
+    def open(self) -> None:
+        if not Path(self.path).is_file():
+            raise SourceError(f"file not found: {self.path}")
+        try:
+            self.container = av.open(self.path)
+            self.stream = self.container.streams.video[0]
+        except (av.FFmpegError, OSError, IndexError) as error:
+            self.close()
+            raise SourceError(f"cannot open {self.name} as a video: {error}") from None
+        self.stream.thread_type = "AUTO"
+        rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
+        self.fps = float(rate)
+        if self.stream.duration:
+            self.duration = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration:
+            self.duration = self.container.duration / av.time_base
+        self._frames = self.container.decode(self.stream)
+        self._index = 0
+        self._skip_until = 0.0
+
+    def read(self) -> Frame | None:
+        while True:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                return None
+            except (av.FFmpegError, ValueError) as error:
+                raise SourceError(f"{self.name} is damaged after frame {self._index}: {error}") from None
+            seconds = float(frame.pts * frame.time_base) if frame.pts is not None else self._index / self.fps
+            self._index += 1
+            # After a seek, decoding restarts at the keyframe before the target: skip to it.
+            if seconds >= self._skip_until - 0.5 / self.fps:
+                self._skip_until = 0.0
+                return Frame(frame.to_ndarray(format="bgr24"), seconds, self._index - 1)
+
+    def seek(self, seconds: float) -> None:
+        target = max(0.0, seconds)
+        self.container.seek(int(target / self.stream.time_base), stream=self.stream, backward=True)
+        self._frames = self.container.decode(self.stream)
+        self._index = int(target * self.fps)
+        self._skip_until = target
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+class StreamSource(VideoFileSource):
+    """A network stream (RTSP, HTTP, ...): live, newest frame wins."""
+
+    live = True
+    seekable = False
+
+    def open(self) -> None:
+        try:
+            self.container = av.open(
+                self.path, options={"rtsp_transport": "tcp", "stimeout": "5000000"}, timeout=10
+            )
+            self.stream = self.container.streams.video[0]
+        except (av.FFmpegError, OSError, IndexError) as error:
+            self.close()
+            raise SourceError(f"cannot open stream {self.path}: {error}") from None
+        self.fps = float(self.stream.average_rate or 30)
+        self._frames = self.container.decode(self.stream)
+        self._index = 0
+        self._skip_until = 0.0
+
+
+class ImageSequenceSource(FrameSource):
+    """One image or a folder of images, shown at `fps` (repeated, so changes of
+    model or view show at once)."""
+
+    seekable = True
+
+    def __init__(self, path: str | Path, fps: float = 5.0) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.fps = fps
+
+    def open(self) -> None:
+        if self.path.is_dir():
+            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise SourceError(f"no images in folder {self.path}")
+        elif self.path.is_file():
+            self.files = [self.path]
+        else:
+            raise SourceError(f"file not found: {self.path}")
+        self.duration = len(self.files) / self.fps
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self.files):
+            return None
+        path = self.files[self._index]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SourceError(f"cannot read image {path}")
+        self._index += 1
+        return Frame(image, (self._index - 1) / self.fps, self._index - 1)
+
+    def seek(self, seconds: float) -> None:
+        self._index = min(max(0, int(seconds * self.fps)), len(self.files) - 1)
+
+
+def camera_input(device_id: str, description: str) -> tuple[str, str]:
+    """FFmpeg input (name, format) for a camera Qt lists: V4L2 path on Linux,
+    DirectShow name on Windows, AVFoundation index on macOS."""
+    if sys.platform.startswith("linux"):
+        return device_id, "v4l2"
+    if sys.platform == "win32":
+        return f"video={description}", "dshow"
+    return device_id, "avfoundation"
+
+
+class CameraSource(FrameSource):
+    """A camera through FFmpeg (PyAV), at a chosen resolution."""
+
+    live = True
+
+    def __init__(self, device_id: str, description: str, resolution: tuple[int, int] | None = None) -> None:
+        self.device_id, self.name = device_id, description
+        self.resolution = resolution
+        self.container = None
+
+    def open(self) -> None:
+        name, input_format = camera_input(self.device_id, self.name)
+        options = {"video_size": f"{self.resolution[0]}x{self.resolution[1]}"} if self.resolution else {}
+        try:
+            self.container = av.open(name, format=input_format, options=options, timeout=5)
+            self.stream = self.container.streams.video[0]
+        except (av.FFmpegError, OSError, IndexError) as error:
+            self.close()
+            raise SourceError(f"camera {self.name!r} cannot be opened: {error}") from None
+        self.fps = float(self.stream.average_rate or 30)
+        self._frames = self.container.decode(self.stream)
+        self._index = 0
+        self._start = time.monotonic()
+
+    def read(self) -> Frame | None:
+        try:
+            frame = next(self._frames)
+        except (StopIteration, av.FFmpegError) as error:
+            raise SourceError(f"camera {self.name!r} stopped delivering frames ({error})") from None
+        self._index += 1
+        return Frame(frame.to_ndarray(format="bgr24"), time.monotonic() - self._start, self._index - 1)
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+class FakeCamera(FrameSource):
+    """A camera that draws moving shapes at `fps`: for tests and for trying the app
+    without a camera. `fail_on_open` acts out a camera that is not there."""
+
+    live = True
+
+    def __init__(
+        self, size=(360, 480), fps: float = 30.0, fail_on_open: bool = False, name: str = "Fake camera"
+    ):
+        self.size, self.fps, self.fail_on_open, self.name = size, fps, fail_on_open, name
+        self.released = threading.Event()
+
+    def open(self) -> None:
+        if self.fail_on_open:
+            raise SourceError(f"camera {self.name!r} cannot be opened: device is not there")
+        self._index = 0
+        self._start = time.monotonic()
+        self.released.clear()
+
+    def read(self) -> Frame | None:
+        due = self._start + self._index / self.fps
+        time.sleep(max(0.0, due - time.monotonic()))
+        height, width = self.size
+        image = np.zeros((height, width, 3), np.uint8)
+        image[: height // 2] = (200, 160, 120)  # "sky"
+        image[height // 2 :] = (90, 90, 90)  # "road"
+        phase = self._index / self.fps
+        x = int((math.sin(phase) * 0.4 + 0.5) * width)
+        cv2.circle(image, (x, height * 2 // 3), height // 8, (40, 40, 220), -1)
+        self._index += 1
+        return Frame(image, time.monotonic() - self._start, self._index - 1)
+
+    def close(self) -> None:
+        self.released.set()
+
+
+def source_for(location: str) -> FrameSource:
+    """The source for a path or URL typed or dropped by the user."""
+    if "://" in location and not location.startswith("file://"):
+        return StreamSource(location)
+    path = Path(location.removeprefix("file://"))
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSequenceSource(path)
+    return VideoFileSource(path)

@@ -1,0 +1,678 @@
+"""The main window: it only wires signals and paints; the services do the work."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QImage, QKeySequence, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QPushButton,
+    QSlider,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.services import (
+    STAGES,
+    CaptureService,
+    InferenceService,
+    LatestSlot,
+    RecorderService,
+    Result,
+    RollingStats,
+)
+from app.sources import CameraSource, FakeCamera, FrameSource, source_for
+from engine.checkpoint import SHIPPED_WEIGHTS
+from engine.segmenter import VIEWS, Segmenter
+from engine.video import VideoError
+
+log = logging.getLogger("rtformer.app")
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_VIDEO = ROOT / "assets" / "demo-camvid-seq05vd.mp4"
+MAX_RECENT = 8
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    label: str
+    backend: str
+    device: str
+    precision: str
+
+
+BACKEND_CHOICES = (
+    BackendChoice("PyTorch CPU", "torch", "cpu", "fp32"),
+    BackendChoice("PyTorch CUDA (fp16)", "torch", "cuda", "fp16"),
+    BackendChoice("ONNX Runtime CPU", "onnxruntime", "cpu", "fp32"),
+    BackendChoice("ONNX Runtime CUDA/TensorRT", "onnxruntime", "cuda", "fp32"),
+    BackendChoice("INT8 (ONNX Runtime CPU)", "onnxruntime", "cpu", "int8"),
+)
+
+SHORTCUTS = (
+    ("Space", "play / pause"),
+    ("Right", "step one frame (while paused)"),
+    ("R", "start / stop recording"),
+    ("S", "snapshot (PNG)"),
+    ("V", "next view: overlay, mask, side by side"),
+    ("+ / -", "mask opacity up / down"),
+    ("F", "full screen"),
+    ("Ctrl+O", "open a file"),
+    ("F1", "this help"),
+)
+
+
+def why_unavailable(choice: BackendChoice) -> str:
+    """Empty if this machine can run `choice`, else the reason."""
+    import onnxruntime
+
+    if choice.backend == "torch" and choice.device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device on this machine"
+    if choice.backend == "onnxruntime" and choice.device == "cuda":
+        providers = set(onnxruntime.get_available_providers())
+        if not providers & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}:
+            return "this ONNX Runtime has no CUDA or TensorRT provider (install onnxruntime-gpu)"
+    return ""
+
+
+class Signals(QObject):
+    """Services call these from their threads; Qt delivers them on the GUI thread."""
+
+    result = Signal(object)
+    error = Signal(str)
+    model = Signal(object)
+    position = Signal(float)
+
+
+class VideoView(QWidget):
+    """Paints the latest picture, scaled to fit; accepts dropped files."""
+
+    dropped = Signal(str)
+
+    def __init__(self, stats: RollingStats) -> None:
+        super().__init__()
+        self.stats = stats
+        self.image: QImage | None = None
+        self.setAcceptDrops(True)
+        self.setMinimumSize(480, 270)
+
+    def show_picture(self, picture: np.ndarray) -> None:
+        height, width = picture.shape[:2]
+        self.image = QImage(
+            picture.data, width, height, picture.strides[0], QImage.Format.Format_BGR888
+        ).copy()
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(20, 20, 20))
+        if self.image is not None:
+            scaled = self.image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            x, y = (self.width() - scaled.width()) // 2, (self.height() - scaled.height()) // 2
+            painter.drawImage(self.rect().adjusted(x, y, -x, -y), self.image)
+            self.stats.add("display")
+        painter.end()
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            self.dropped.emit(urls[0].toLocalFile() or urls[0].toString())
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, weights: dict[str, Path] | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("RTFormer Studio")
+        self.settings = settings or QSettings("RTFormer Studio", "RTFormer Studio")
+        self.weights = dict(weights or SHIPPED_WEIGHTS)
+        self.stats = RollingStats()
+        self.signals = Signals()
+        self.slot = LatestSlot(self.stats)
+        self.capture = CaptureService(
+            self.slot, self.stats, self.signals.error.emit, self.signals.position.emit
+        )
+        self.inference = InferenceService(
+            self.slot, self.stats, self.signals.result.emit, self.signals.error.emit, self.signals.model.emit
+        )
+        self.recorder: RecorderService | None = None
+        self.source: FrameSource | None = None
+        self.result: Result | None = None
+        self.model_name = ""
+        self.checkpoint: Path | None = None
+        self.requested: tuple[Path, str] | None = None  # the model last asked for
+        self.backend_choice = BACKEND_CHOICES[2]
+        self.calibration_frames: list[np.ndarray] = []
+        self.results_seen = 0
+
+        self._build_widgets()
+        self._build_menus()
+        self._wire()
+        self._restore_settings()
+        self.inference.start()
+        self.readout_timer = QTimer(self, interval=500, timeout=self.update_readouts)
+        self.readout_timer.start()
+
+    # ------------------------------------------------------------ layout
+
+    def _build_widgets(self) -> None:
+        self.view = VideoView(self.stats)
+        self.banner = QLabel(wordWrap=True)
+        self.banner.setStyleSheet("background:#7a1f1f;color:white;padding:6px;")
+        self.banner.hide()
+        self.banner.mousePressEvent = lambda event: self.banner.hide()
+
+        self.play_button = QPushButton("Pause")
+        self.step_button = QPushButton("Step")
+        self.seek_slider = QSlider(Qt.Orientation.Horizontal)
+        self.seek_slider.setRange(0, 1000)
+        self.loop_box = QCheckBox("Loop", checked=True)
+        self.time_label = QLabel("0:00")
+        self.record_button = QPushButton("● Record")
+        self.snapshot_button = QPushButton("Snapshot")
+        transport = QHBoxLayout()
+        for widget in (
+            self.play_button,
+            self.step_button,
+            self.seek_slider,
+            self.time_label,
+            self.loop_box,
+            self.record_button,
+            self.snapshot_button,
+        ):
+            transport.addWidget(widget, 1 if widget is self.seek_slider else 0)
+
+        self.view_box = QComboBox()
+        self.view_box.addItems(VIEWS)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(50)
+        self.legend = QListWidget()
+        self.readouts = QLabel()
+        self.readouts.setStyleSheet("font-family: monospace;")
+        self.readouts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        side = QVBoxLayout()
+        side.addWidget(QLabel("View"))
+        side.addWidget(self.view_box)
+        side.addWidget(QLabel("Mask opacity"))
+        side.addWidget(self.opacity_slider)
+        side.addWidget(QLabel("Classes (tick to show; live area share)"))
+        side.addWidget(self.legend, 1)
+        side.addWidget(self.readouts)
+        side_panel = QWidget()
+        side_panel.setLayout(side)
+        side_panel.setFixedWidth(300)
+
+        main = QVBoxLayout()
+        main.addWidget(self.banner)
+        main.addWidget(self.view, 1)
+        main.addLayout(transport)
+        body = QHBoxLayout()
+        left = QWidget()
+        left.setLayout(main)
+        body.addWidget(left, 1)
+        body.addWidget(side_panel)
+        central = QWidget()
+        central.setLayout(body)
+        self.setCentralWidget(central)
+        self.recording_label = QLabel()
+        self.recording_label.setStyleSheet("color:#d00;font-weight:bold;")
+        self.model_label = QLabel()
+        self.statusBar().addPermanentWidget(self.recording_label)
+        self.statusBar().addPermanentWidget(self.model_label)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "&Open file...", self.open_file_dialog, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open &folder of images...", self.open_folder_dialog)
+        self._action(file_menu, "Open stream &URL...", self.open_url_dialog)
+        self._action(file_menu, "Open the &demo video", lambda: self.open_location(str(DEMO_VIDEO)))
+        self.recent_menu = file_menu.addMenu("&Recent")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        self.camera_menu = bar.addMenu("&Camera")
+        self.camera_menu.aboutToShow.connect(self.fill_camera_menu)
+        self.fill_camera_menu()
+
+        model_menu = bar.addMenu("&Model")
+        model_menu.setToolTipsVisible(True)
+        self.model_actions: dict[str, QAction] = {}
+        for variant in ("slim", "base"):
+            action = self._action(
+                model_menu, f"RTFormer-{variant.capitalize()}", lambda v=variant: self.choose_model(v)
+            )
+            action.setCheckable(True)
+            if not self.weights[variant].is_file():
+                action.setEnabled(False)
+                action.setToolTip(f"not shipped yet: {self.weights[variant].name} is missing")
+            self.model_actions[variant] = action
+        model_menu.addSeparator()
+        self._action(model_menu, "Load &checkpoint...", self.load_checkpoint_dialog)
+
+        backend_menu = bar.addMenu("&Backend")
+        backend_menu.setToolTipsVisible(True)
+        group = QActionGroup(self)
+        self.backend_actions: dict[str, QAction] = {}
+        for choice in BACKEND_CHOICES:
+            reason = why_unavailable(choice)
+            action = self._action(backend_menu, choice.label, lambda c=choice: self.choose_backend(c))
+            action.setCheckable(True)
+            group.addAction(action)
+            if reason:
+                action.setEnabled(False)
+                action.setText(f"{choice.label} (unavailable)")
+                action.setToolTip(reason)
+            self.backend_actions[choice.label] = action
+
+        view_menu = bar.addMenu("&View")
+        self._action(view_menu, "Next view", self.next_view, "V")
+        self._action(
+            view_menu,
+            "Opacity up",
+            lambda: self.opacity_slider.setValue(self.opacity_slider.value() + 10),
+            "+",
+        )
+        self._action(
+            view_menu,
+            "Opacity down",
+            lambda: self.opacity_slider.setValue(self.opacity_slider.value() - 10),
+            "-",
+        )
+        self._action(view_menu, "Full screen", self.toggle_full_screen, "F")
+
+        playback = bar.addMenu("&Playback")
+        self._action(playback, "Play / pause", self.toggle_pause, "Space")
+        self._action(playback, "Step", self.step, "Right")
+        self.record_action = self._action(playback, "Record", self.toggle_recording, "R")
+        self._action(playback, "Snapshot", self.snapshot, "S")
+
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", self.show_help, "F1")
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def _wire(self) -> None:
+        self.signals.result.connect(self.on_result)
+        self.signals.error.connect(self.show_error)
+        self.signals.model.connect(self.on_model)
+        self.signals.position.connect(self.on_position)
+        self.view.dropped.connect(self.open_location)
+        self.play_button.clicked.connect(self.toggle_pause)
+        self.step_button.clicked.connect(self.step)
+        self.seek_slider.sliderReleased.connect(self.seek_to_slider)
+        self.loop_box.toggled.connect(lambda on: setattr(self.capture, "loop", on))
+        self.record_button.clicked.connect(self.toggle_recording)
+        self.snapshot_button.clicked.connect(self.snapshot)
+        self.view_box.currentTextChanged.connect(self.set_view)
+        self.opacity_slider.valueChanged.connect(
+            lambda value: setattr(self.inference.view, "alpha", value / 100)
+        )
+        self.legend.itemChanged.connect(self.on_legend_toggled)
+
+    # ------------------------------------------------------------ sources
+
+    def open_location(self, location: str) -> None:
+        self.start_source(source_for(location))
+        self.remember_recent(location)
+
+    def start_source(self, source: FrameSource) -> None:
+        """Switch sources: the recording (if any) is closed first, the old source released."""
+        if self.recorder is not None:
+            self.toggle_recording()
+        self.source = source
+        self.capture.loop = self.loop_box.isChecked()
+        self.capture.set_paused(False)
+        self.play_button.setText("Pause")
+        self.capture.start(source)
+        seekable = source.seekable
+        for widget in (self.seek_slider, self.step_button, self.loop_box):
+            widget.setEnabled(seekable)
+        self.statusBar().showMessage(f"source: {source.name}", 5000)
+        if not isinstance(source, (CameraSource, FakeCamera)):
+            location = str(getattr(source, "path", ""))
+            self.settings.setValue("source", location)
+
+    def open_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a video or an image")
+        if path:
+            self.open_location(path)
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of images")
+        if path:
+            self.open_location(path)
+
+    def open_url_dialog(self) -> None:
+        url, ok = QInputDialog.getText(self, "Open a stream", "URL (rtsp://, http://, ...):")
+        if ok and url.strip():
+            self.open_location(url.strip())
+
+    def remember_recent(self, location: str) -> None:
+        recent = [location] + [r for r in self.recent_files() if r != location]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self.fill_recent_menu()
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for location in self.recent_files():
+            self._action(self.recent_menu, location, lambda loc=location: self.open_location(loc))
+
+    def fill_camera_menu(self) -> None:
+        self.camera_menu.clear()
+        self.camera_menu.setToolTipsVisible(True)
+        for device_id, name, resolutions in list_cameras():
+            submenu = self.camera_menu.addMenu(name)
+            for width, height in resolutions:
+                self._action(
+                    submenu,
+                    f"{width}x{height}",
+                    lambda d=device_id, n=name, r=(width, height): self.start_source(CameraSource(d, n, r)),
+                )
+        if not self.camera_menu.actions():
+            none = self._action(self.camera_menu, "No camera found", lambda: None)
+            none.setEnabled(False)
+        self.camera_menu.addSeparator()
+        self._action(self.camera_menu, "Test pattern (fake camera)", lambda: self.start_source(FakeCamera()))
+
+    # ------------------------------------------------------------ models and backends
+
+    def choose_model(self, variant: str) -> None:
+        self.load_model(self.weights[variant], f"RTFormer-{variant.capitalize()}")
+
+    def load_checkpoint_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a checkpoint", "", "Checkpoints (*.safetensors)")
+        if path:
+            self.load_model(Path(path), Path(path).name)
+
+    def choose_backend(self, choice: BackendChoice) -> None:
+        self.backend_choice = choice
+        if self.requested is not None:
+            self.load_model(*self.requested)
+
+    def load_model(self, checkpoint: Path, name: str) -> None:
+        """Load in the background; the stream keeps running on the current model."""
+        self.requested = (checkpoint, name)
+        choice = self.backend_choice
+        calibration = self.calibration_folder() if choice.precision == "int8" else None
+        self.statusBar().showMessage(f"loading {name} on {choice.label}...")
+
+        def factory() -> Segmenter:
+            segmenter = Segmenter(
+                checkpoint, choice.backend, choice.device, choice.precision, calibration=calibration
+            )
+            segmenter.display_name = name
+            segmenter.checkpoint_path = checkpoint
+            return segmenter
+
+        self.inference.load_model(factory, f"{name} on {choice.label}")
+
+    def calibration_folder(self) -> Path | None:
+        """INT8 calibration frames: the last frames seen from the current source."""
+        if not self.calibration_frames:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="rtformer-calibration-"))
+        for index, frame in enumerate(self.calibration_frames):
+            cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+        return folder
+
+    def on_model(self, segmenter: Segmenter) -> None:
+        self.model_name = getattr(segmenter, "display_name", segmenter.info.variant)
+        self.checkpoint = getattr(segmenter, "checkpoint_path", segmenter.checkpoint)
+        for variant, action in self.model_actions.items():
+            action.setChecked(self.checkpoint == self.weights[variant])
+        for label, action in self.backend_actions.items():
+            action.setChecked(label == self.backend_choice.label)
+        self.fill_legend(segmenter)
+        self.settings.setValue("checkpoint", str(self.checkpoint))
+        self.settings.setValue("backend", self.backend_choice.label)
+        self.statusBar().showMessage(f"{self.model_name} ready on {segmenter.description}", 5000)
+        self.banner.hide()
+        self.update_readouts()
+
+    def fill_legend(self, segmenter: Segmenter) -> None:
+        hidden = self.inference.view.hidden
+        self.legend.blockSignals(True)
+        self.legend.clear()
+        for index, (name, colour) in enumerate(
+            zip(segmenter.class_names, segmenter.info.palette, strict=True)
+        ):
+            swatch = QPixmap(14, 14)
+            swatch.fill(QColor(*colour))
+            item = QListWidgetItem(QIcon(swatch), name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked if index in hidden else Qt.CheckState.Checked)
+            item.setData(Qt.ItemDataRole.UserRole, index)
+            self.legend.addItem(item)
+        self.legend.blockSignals(False)
+
+    def on_legend_toggled(self, item: QListWidgetItem) -> None:
+        index = item.data(Qt.ItemDataRole.UserRole)
+        hidden = set(self.inference.view.hidden)
+        (hidden.discard if item.checkState() == Qt.CheckState.Checked else hidden.add)(index)
+        self.inference.view.hidden = hidden
+
+    # ------------------------------------------------------------ results and readouts
+
+    def on_result(self, result: Result) -> None:
+        self.result = result
+        self.results_seen += 1
+        self.view.show_picture(result.picture)
+        if self.results_seen % 30 == 1 and len(self.calibration_frames) < 16:
+            self.calibration_frames.append(result.frame.image.copy())
+        if self.results_seen % 5 == 0:
+            self.update_legend_shares(result.class_share)
+
+    def update_legend_shares(self, share: np.ndarray) -> None:
+        segmenter = self.inference.segmenter
+        if segmenter is None or self.legend.count() != len(share):
+            return
+        self.legend.blockSignals(True)
+        for index in range(self.legend.count()):
+            self.legend.item(index).setText(f"{segmenter.class_names[index]}  {share[index] * 100:5.1f}%")
+        self.legend.blockSignals(False)
+
+    def readout_text(self) -> str:
+        stats = self.stats
+        segmenter = self.inference.segmenter
+        lines = [
+            f"capture   {stats.fps('capture'):5.1f} FPS",
+            f"inference {stats.fps('inferred'):5.1f} FPS",
+            f"display   {stats.fps('display'):5.1f} FPS",
+            "latency ms   p50    p95",
+        ]
+        for stage in STAGES:
+            p50, p95 = stats.percentiles(stage)
+            lines.append(f"{stage:11} {p50:6.1f} {p95:6.1f}")
+        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items()) or "none"
+        lines.append(f"dropped: {dropped}")
+        if segmenter is not None:
+            lines.append(f"model: {self.model_name}")
+            lines.append(f"backend: {segmenter.description}")
+        if self.inference.loading:
+            lines.append("loading a model...")
+        return "\n".join(lines)
+
+    def update_readouts(self) -> None:
+        self.readouts.setText(self.readout_text())
+        segmenter = self.inference.segmenter
+        if segmenter is not None:
+            self.model_label.setText(f"{self.model_name} | {segmenter.description}")
+        if self.recorder is not None:
+            elapsed = int(self.recorder.elapsed)
+            self.recording_label.setText(f"● REC {elapsed // 60:02d}:{elapsed % 60:02d}")
+
+    def on_position(self, seconds: float) -> None:
+        duration = self.source.duration if self.source is not None else 0
+        self.time_label.setText(f"{int(seconds) // 60}:{int(seconds) % 60:02d}")
+        if duration and not self.seek_slider.isSliderDown():
+            self.seek_slider.setValue(int(seconds / duration * 1000))
+
+    def show_error(self, message: str) -> None:
+        log.warning("%s", message)
+        self.banner.setText(f"⚠ {message}  (click to dismiss)")
+        self.banner.show()
+        self.statusBar().showMessage(message, 10000)
+
+    # ------------------------------------------------------------ controls
+
+    def toggle_pause(self) -> None:
+        paused = not self.capture.paused
+        self.capture.set_paused(paused)
+        self.play_button.setText("Play" if paused else "Pause")
+
+    def step(self) -> None:
+        if not self.capture.paused:
+            self.toggle_pause()
+        self.capture.step()
+
+    def seek_to_slider(self) -> None:
+        if self.source is not None and self.source.duration:
+            self.capture.seek(self.seek_slider.value() / 1000 * self.source.duration)
+
+    def set_view(self, view: str) -> None:
+        self.inference.view.view = view
+        self.settings.setValue("view", view)
+
+    def next_view(self) -> None:
+        self.view_box.setCurrentIndex((self.view_box.currentIndex() + 1) % self.view_box.count())
+
+    def toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    def output_folder(self) -> Path:
+        folder = Path(self.settings.value("output_folder", str(Path.home() / "Videos" / "RTFormer Studio")))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def toggle_recording(self) -> None:
+        if self.recorder is None:
+            path = self.output_folder() / time.strftime("rtformer-%Y%m%d-%H%M%S.mp4")
+            try:
+                self.recorder = RecorderService(path, self.stats, self.signals.error.emit)
+            except (VideoError, OSError) as error:
+                self.show_error(f"cannot record: {error}")
+                return
+            self.inference.recorder = self.recorder
+            self.record_button.setText("■ Stop")
+            self.recording_label.setText("● REC 00:00")
+        else:
+            recorder, self.recorder = self.recorder, None
+            self.inference.recorder = None
+            path = recorder.stop()
+            self.record_button.setText("● Record")
+            self.recording_label.setText("")
+            self.statusBar().showMessage(f"recorded {recorder.frames} frames to {path}", 10000)
+            self.last_recording = path
+
+    def snapshot(self) -> Path | None:
+        if self.result is None:
+            self.show_error("nothing to snapshot yet")
+            return None
+        path = self.output_folder() / time.strftime("rtformer-%Y%m%d-%H%M%S.png")
+        if not cv2.imwrite(str(path), self.result.picture):
+            self.show_error(f"cannot write the snapshot {path}")
+            return None
+        self.statusBar().showMessage(f"saved {path}", 5000)
+        return path
+
+    def show_help(self) -> None:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        text = QTextBrowser()
+        rows = "".join(f"<tr><td><b>{key}</b></td><td>{what}</td></tr>" for key, what in SHORTCUTS)
+        text.setHtml(f"<table cellpadding=4>{rows}</table>")
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(text)
+        dialog.resize(420, 360)
+        self.help_dialog = dialog
+        dialog.show()
+
+    # ------------------------------------------------------------ settings and shutdown
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        view = self.settings.value("view", "overlay")
+        if view in VIEWS:
+            self.view_box.setCurrentText(view)
+        self.opacity_slider.setValue(int(self.settings.value("opacity", 50)))
+        label = self.settings.value("backend", BACKEND_CHOICES[2].label)
+        self.backend_choice = next(
+            (c for c in BACKEND_CHOICES if c.label == label and not why_unavailable(c)), BACKEND_CHOICES[2]
+        )
+        self.fill_recent_menu()
+
+    def start(self, source: str | None = None, checkpoint: str | None = None) -> None:
+        """Open the given (or last, or demo) source and load the given (or last, or Slim) model."""
+        checkpoint_path = Path(checkpoint or self.settings.value("checkpoint", str(self.weights["slim"])))
+        if not checkpoint_path.is_file():
+            checkpoint_path = self.weights["slim"]
+        name = next(
+            (f"RTFormer-{v.capitalize()}" for v, p in self.weights.items() if p == checkpoint_path),
+            checkpoint_path.name,
+        )
+        self.load_model(checkpoint_path, name)
+        location = source or self.settings.value("source", "") or str(DEMO_VIDEO)
+        if not source and not Path(location).exists() and "://" not in location:
+            location = str(DEMO_VIDEO)
+        self.open_location(location)
+
+    def closeEvent(self, event) -> None:
+        if self.recorder is not None:
+            self.toggle_recording()  # close the file cleanly: nothing recorded is lost
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("opacity", self.opacity_slider.value())
+        self.settings.sync()
+        self.readout_timer.stop()
+        self.capture.stop()
+        self.inference.stop()
+        super().closeEvent(event)
+
+
+def list_cameras() -> list[tuple[str, str, list[tuple[int, int]]]]:
+    """(device id, name, resolutions) for each camera Qt Multimedia sees."""
+    try:
+        from PySide6.QtMultimedia import QMediaDevices
+    except ImportError as error:  # e.g. libpulse0 missing on Debian
+        log.warning("Qt Multimedia unavailable (%s): no camera list", error)
+        return []
+    cameras = []
+    for device in QMediaDevices.videoInputs():
+        sizes = sorted({(f.resolution().width(), f.resolution().height()) for f in device.videoFormats()})
+        device_id = bytes(device.id()).decode(errors="replace")
+        cameras.append((device_id, device.description(), sizes or [(640, 480), (1280, 720)]))
+    return cameras

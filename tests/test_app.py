@@ -1,0 +1,248 @@
+"""The desktop app under pytest-qt (offscreen): playback, model switching, recording,
+error paths, the fake camera, settings."""
+
+import os
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from app.services import LatestSlot, RollingStats
+from app.sources import FakeCamera, Frame
+from app.window import MainWindow
+from engine.video import probe, read_frames
+from tests.conftest import write_checkpoint
+from tests.test_video import write_video
+
+TIMEOUT = 30_000
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    return {
+        "slim": write_checkpoint(folder / "slim.safetensors", "slim", input_size=(96, 128)),
+        "base": write_checkpoint(folder / "base.safetensors", "base", input_size=(96, 128)),
+    }
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames=40, fps=20, size=(96, 128))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("output_folder", str(tmp_path / "out"))
+    return settings
+
+
+@pytest.fixture
+def window(qtbot, settings, weights):
+    window = MainWindow(settings, weights)
+    qtbot.addWidget(window)
+    window.show()
+    yield window
+    window.close()
+
+
+def wait_for_results(qtbot, window, count: int) -> None:
+    target = window.results_seen + count
+    qtbot.waitUntil(lambda: window.results_seen >= target, timeout=TIMEOUT)
+
+
+def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
+    labels = []
+    window.signals.result.connect(lambda result: labels.append(result.labels))
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 12)
+    assert window.model_name == "RTFormer-Slim"
+    assert all(map_.shape == (96, 128) and map_.size for map_ in labels)
+    assert any(not np.array_equal(labels[0], later) for later in labels[1:])  # they change over time
+    assert window.view.image is not None and window.view.image.width() == 128
+    qtbot.waitUntil(
+        lambda: "inference" in window.readout_text() and window.stats.fps("inferred") > 0, timeout=TIMEOUT
+    )
+    assert "RTFormer-Slim" in window.readout_text()
+
+
+def test_switching_to_base_keeps_frames_coming(qtbot, window, video, weights):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    during_swap = []
+    window.signals.result.connect(lambda result: during_swap.append(window.inference.loading))
+    window.model_actions["base"].trigger()
+    qtbot.waitUntil(lambda: window.model_name == "RTFormer-Base", timeout=TIMEOUT)
+    wait_for_results(qtbot, window, 3)
+    assert any(during_swap), "no frame arrived while Base was loading"
+    assert window.inference.segmenter.info.variant == "base"
+    window.update_readouts()
+    assert "RTFormer-Base" in window.readout_text() and "RTFormer-Base" in window.model_label.text()
+    assert window.model_actions["base"].isChecked() and not window.model_actions["slim"].isChecked()
+
+
+def test_recording_lasts_as_long_as_the_wall_time(qtbot, window, video, weights, tmp_path):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    window.record_action.trigger()
+    started = time.monotonic()
+    qtbot.wait(2000)
+    assert window.recording_label.text().startswith("● REC")
+    recorder = window.recorder
+    window.record_action.trigger()
+    elapsed = time.monotonic() - started
+    path = window.last_recording
+    assert path.parent == tmp_path / "out"
+    info = probe(path)
+    frames = list(read_frames(path))
+    assert len(frames) == recorder.frames > 5
+    assert info.duration == pytest.approx(elapsed, abs=0.15)
+    assert float(info.fps) == pytest.approx(len(frames) / info.duration, rel=0.05)  # the real rate
+    assert window.recording_label.text() == ""
+
+
+def test_switching_source_closes_a_recording_cleanly(qtbot, window, video, weights):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    window.toggle_recording()
+    qtbot.wait(500)
+    window.start_source(FakeCamera(size=(96, 128)))
+    assert window.recorder is None
+    assert len(list(read_frames(window.last_recording))) > 0
+
+
+def test_errors_show_a_message_and_the_app_keeps_running(qtbot, window, video, weights, tmp_path):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 2)
+    window.open_location(str(tmp_path / "missing.mp4"))
+    qtbot.waitUntil(lambda: "file not found" in window.banner.text(), timeout=TIMEOUT)
+    assert window.banner.isVisible()
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    window.load_model(corrupt, "corrupt.safetensors")
+    qtbot.waitUntil(lambda: "could not load corrupt.safetensors" in window.banner.text(), timeout=TIMEOUT)
+    assert "Still using the previous model" in window.banner.text()
+    assert window.model_name == "RTFormer-Slim"
+
+    window.start_source(FakeCamera(fail_on_open=True, name="USB camera"))
+    qtbot.waitUntil(lambda: "camera 'USB camera' cannot be opened" in window.banner.text(), timeout=TIMEOUT)
+
+    window.open_location(str(video))  # and it still works
+    wait_for_results(qtbot, window, 3)
+
+
+def test_fake_camera_drops_stale_frames_and_is_released(qtbot, window, weights):
+    camera = FakeCamera(size=(96, 128), fps=200)
+    window.start(None, str(weights["base"]))
+    window.start_source(camera)
+    wait_for_results(qtbot, window, 5)
+    assert window.stats.dropped.get("capture", 0) > 0  # latest frame wins; the rest are counted
+    window.start_source(FakeCamera(size=(96, 128)))
+    assert camera.released.is_set()
+
+
+def test_latest_slot_keeps_only_the_newest_frame():
+    stats = RollingStats()
+    slot = LatestSlot(stats)
+    for index in range(3):
+        slot.put(Frame(np.zeros((2, 2, 3), np.uint8), index, index))
+    assert slot.get(0.01).index == 2 and stats.dropped["capture"] == 2
+    assert slot.get(0.01) is None
+
+
+def test_rolling_stats_over_one_second():
+    stats = RollingStats()
+    for tick in range(11):
+        stats.add("x", float(tick), now=10 + tick * 0.1)
+    assert stats.fps("x", now=11.0) == pytest.approx(10.0)
+    p50, p95 = stats.percentiles("x", now=11.0)
+    assert p50 == pytest.approx(5.0) and p95 == pytest.approx(9.5)
+
+
+def test_views_opacity_legend_snapshot_help_and_drop(qtbot, window, video, weights, tmp_path):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 2)
+    window.next_view()
+    assert window.inference.view.view == "mask"
+    window.next_view()
+    wait_for_results(qtbot, window, 2)
+    assert window.result.picture.shape == (96, 256, 3)  # side by side
+    window.opacity_slider.setValue(80)
+    assert window.inference.view.alpha == pytest.approx(0.8)
+    item = window.legend.item(0)
+    item.setCheckState(item.checkState().__class__.Unchecked)
+    assert window.inference.view.hidden == {0}
+    snapshot = window.snapshot()
+    assert snapshot.suffix == ".png" and snapshot.is_file()
+    window.show_help()
+    assert (
+        "full screen"
+        in window.help_dialog.findChild(__import__("PySide6.QtWidgets").QtWidgets.QTextBrowser).toPlainText()
+    )
+    image = tmp_path / "dropped.png"
+    import cv2
+
+    cv2.imwrite(str(image), np.full((96, 128, 3), 120, np.uint8))
+    window.view.dropped.emit(str(image))
+    qtbot.waitUntil(
+        lambda: window.result is not None and window.result.frame.image.mean() == pytest.approx(120, abs=1),
+        timeout=TIMEOUT,
+    )
+    assert str(image) in window.recent_files()
+
+
+def test_pause_step_and_seek(qtbot, window, video, weights):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    window.toggle_pause()
+    qtbot.wait(300)
+    seen = window.results_seen
+    qtbot.wait(400)
+    assert window.results_seen == seen  # paused
+    window.step()
+    qtbot.waitUntil(lambda: window.results_seen == seen + 1, timeout=TIMEOUT)
+    window.seek_slider.setValue(500)
+    window.seek_to_slider()
+    window.step()
+    qtbot.waitUntil(lambda: window.result.frame.timestamp >= 0.9, timeout=TIMEOUT)
+
+
+def test_unavailable_backends_are_disabled_with_the_reason(window):
+    import torch
+
+    action = window.backend_actions["PyTorch CUDA (fp16)"]
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert not action.isEnabled() and "no CUDA device" in action.toolTip()
+    assert window.backend_actions["ONNX Runtime CPU"].isEnabled()
+
+
+def test_settings_persist_between_runs(qtbot, settings, weights, video):
+    first = MainWindow(settings, weights)
+    qtbot.addWidget(first)
+    first.start(str(video), str(weights["base"]))
+    first.view_box.setCurrentText("mask")
+    first.opacity_slider.setValue(30)
+    first.choose_backend(
+        next(c for c in __import__("app.window").window.BACKEND_CHOICES if c.label == "PyTorch CPU")
+    )
+    qtbot.waitUntil(
+        lambda: (
+            first.inference.segmenter is not None
+            and first.inference.segmenter.description.startswith("PyTorch")
+        ),
+        timeout=TIMEOUT,
+    )
+    first.close()
+    second = MainWindow(settings, weights)
+    qtbot.addWidget(second)
+    assert second.view_box.currentText() == "mask" and second.opacity_slider.value() == 30
+    assert second.backend_choice.label == "PyTorch CPU"
+    assert settings.value("checkpoint") == str(weights["base"])
+    assert settings.value("source") == str(video)
+    second.close()
