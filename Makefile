@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup run test lint clean
 
 $(STAMP): pyproject.toml
+	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rtformer models
+	$(BIN)/rtformer-studio
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from engine.video import IMAGE_SUFFIXES
 
 
 class SourceError(Exception):

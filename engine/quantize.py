@@ -16,9 +16,9 @@ import numpy as np
 from engine.checkpoint import read_checkpoint_info
 from engine.export import cache_path, cached_onnx
 from engine.segmenter import BackendError, Preprocessor
+from engine.video import IMAGE_SUFFIXES
 
 log = logging.getLogger("rtformer.engine")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def calibration_frames(source: str | Path, count: int) -> list[np.ndarray]:

@@ -16,9 +16,7 @@ import cv2
 from tqdm import tqdm
 
 from engine.segmenter import Segmenter, render
-from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from engine.video import IMAGE_SUFFIXES, DecodeReport, VideoError, VideoWriter, probe, read_frames
 
 
 @dataclass
