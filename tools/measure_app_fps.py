@@ -1,0 +1,89 @@
+"""Display FPS of the app against the engine's model-only FPS, in one run.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/measure_app_fps.py \
+        --checkpoint weights/rtformer-slim-camvid.safetensors --seconds 20
+
+First the model alone (the same Segmenter backend, input size and thread count,
+timed back to back), then the window fed by a fake camera at a webcam's 30 fps
+(latest frame wins), read from the window's own one-second readouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--size", type=int, nargs=2, default=(360, 480))
+    parser.add_argument("--camera-fps", type=float, default=30.0, help="a webcam's rate")
+    args = parser.parse_args()
+
+    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.sources import FakeCamera
+    from app.window import MainWindow
+    from engine.segmenter import Segmenter
+
+    segmenter = Segmenter(args.checkpoint, backend="onnxruntime", device="cpu")
+    frame = np.zeros((*args.size, 3), np.uint8)
+    blob = segmenter.preprocessor(frame).copy()
+    for _ in range(5):
+        segmenter.backend.infer(blob)
+    times = []
+    deadline = time.monotonic() + args.seconds / 2
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        segmenter.backend.infer(blob)
+        times.append(time.perf_counter() - started)
+    model_fps = 1 / statistics.median(times)
+    del segmenter
+
+    application = QApplication.instance() or QApplication([])
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings, {"slim": Path(args.checkpoint), "base": Path(args.checkpoint)})
+    window.resize(1280, 760)
+    window.show()
+    window.load_model(Path(args.checkpoint), "RTFormer-Slim")
+    window.start_source(FakeCamera(size=tuple(args.size), fps=args.camera_fps))
+    samples: list[tuple[float, float, float]] = []
+
+    def sample() -> None:
+        if window.inference.segmenter is not None and window.results_seen > 20:
+            stats = window.stats
+            samples.append((stats.fps("display"), stats.fps("inferred"), stats.fps("capture")))
+
+    timer = QTimer(interval=1000, timeout=sample)
+    timer.start()
+    QTimer.singleShot(int(args.seconds * 1000), application.quit)
+    application.exec()
+    window.close()
+    display, inferred, captured = (statistics.median(values) for values in zip(*samples, strict=True))
+    report = {
+        "model_only_fps": model_fps,
+        "display_fps": display,
+        "inference_fps": inferred,
+        "capture_fps": captured,
+        "display_share_of_model_only": display / model_fps,
+        "backend": window.inference.segmenter.description if window.inference.segmenter else "",
+        "input": list(args.size),
+        "samples": len(samples),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
