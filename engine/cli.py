@@ -64,15 +64,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from engine.evaluate import evaluate
     from engine.train import _pick_device
 
-    device = _pick_device(args.device, 0)
-    model, info = load_checkpoint(args.checkpoint, device)
     dataset = open_dataset(args.dataset, args.data_root, args.split)
+    info = read_checkpoint_info(args.checkpoint)
     if dataset.classes.num_classes != info.config.num_classes:
         raise ValueError(
             f"{args.checkpoint} predicts {info.config.num_classes} classes, "
             f"{args.dataset} has {dataset.classes.num_classes}"
         )
-    report = evaluate(model, dataset, device, scales=args.scales, flip=args.flip)
+    if args.backend:  # the deployed path: a Segmenter on that backend and precision
+        from engine.evaluate import evaluate_segmenter
+        from engine.segmenter import Segmenter
+
+        segmenter = Segmenter(
+            args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
+        )
+        print(f"evaluating on {segmenter.description}", file=sys.stderr)
+        report = evaluate_segmenter(segmenter, dataset)
+    else:  # the research path: PyTorch at full resolution, optional flip and scales
+        device = _pick_device(args.device, 0)
+        model, _ = load_checkpoint(args.checkpoint, device)
+        report = evaluate(model, dataset, device, scales=args.scales, flip=args.flip)
     print(report.table())
     if args.output:
         report.to_json(args.output)
@@ -176,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--scales", type=float, nargs="+", default=[1.0])
     evaluation.add_argument("--flip", action="store_true")
     evaluation.add_argument("--device", default="auto")
+    evaluation.add_argument(
+        "--backend", choices=BACKENDS, help="evaluate the deployed Segmenter on this backend"
+    )
+    evaluation.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    evaluation.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
     evaluation.add_argument("-o", "--output", help="write the report as JSON")
     evaluation.set_defaults(run=cmd_eval)
 

@@ -127,3 +127,17 @@ def evaluate(
     return EvalReport.from_confusion(
         confusion, dataset.classes.names, num_images=len(dataset), scales=tuple(scales), flip=flip
     )
+
+
+def evaluate_segmenter(segmenter, dataset: SegmentationDataset, progress: bool = True) -> EvalReport:
+    """Evaluate a deployed `Segmenter` (any backend and precision) the way the app
+    runs it: BGR frames in, exact-path labels at the frame's size out."""
+    import cv2
+
+    num_classes = dataset.classes.num_classes
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for index in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, leave=False):
+        image, label = dataset.load(index)
+        prediction = segmenter.predict(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), exact=True)
+        update_confusion(confusion, prediction, label)
+    return EvalReport.from_confusion(confusion, dataset.classes.names, num_images=len(dataset))

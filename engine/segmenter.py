@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint_info
+from engine.checkpoint import CheckpointInfo, read_checkpoint_info
 from engine.rtformer import MIN_INPUT_SIZE
 
 log = logging.getLogger("rtformer.engine")
@@ -212,9 +212,6 @@ class Segmenter:
     def class_names(self) -> list[str]:
         return self.info.class_names
 
-    def load_model(self, device: str = "cpu"):
-        return load_checkpoint(self.checkpoint, device)[0]
-
     def predict(self, frame: np.ndarray, exact: bool = False) -> np.ndarray:
         """frame: BGR uint8 (H, W, 3) -> labels uint8 (H, W); stage times in `timings`."""
         started = time.perf_counter()
@@ -233,9 +230,11 @@ class Segmenter:
         """Offline work: frames of one size go through the backend as one batch."""
         if not frames:
             return []
-        if any(frame.shape != frames[0].shape for frame in frames):
+        prepared = [self.backend.prepare(self.preprocessor, frame).copy() for frame in frames]
+        if any(frame.shape != frames[0].shape for frame in frames) or prepared[0].ndim != 4:
+            # Mixed sizes, or a backend that normalises on the device per frame.
             return [self.predict(frame, exact) for frame in frames]
-        blob = np.concatenate([self.backend.prepare(self.preprocessor, frame).copy() for frame in frames])
+        blob = np.concatenate(prepared)
         logits = self.backend.infer(blob)
         return [labels_from_logits(logits[i : i + 1], frames[0].shape[:2], exact) for i in range(len(frames))]
 

@@ -56,3 +56,33 @@ def test_evaluate_runs_at_full_resolution(tmp_path):
     assert np.asarray(report.confusion).sum() == 2 * 72 * 96
     report.to_json(tmp_path / "report.json")
     assert (tmp_path / "report.json").read_text().startswith("{")
+
+
+def test_eval_cli_on_the_research_and_the_deployed_paths(tmp_path, capsys):
+    from engine.cli import main
+    from tests.conftest import write_checkpoint
+    from tests.synthetic import make_camvid
+
+    root = make_camvid(tmp_path / "CamVid", {"test": 2})
+    checkpoint = write_checkpoint(tmp_path / "slim.safetensors", input_size=(72, 96))
+    assert (
+        main(
+            [
+                "eval",
+                str(checkpoint),
+                "--data-root",
+                str(root),
+                "--split",
+                "test",
+                "-o",
+                str(tmp_path / "a.json"),
+            ]
+        )
+        == 0
+    )
+    assert "mIoU" in capsys.readouterr().out
+    code = main(
+        ["eval", str(checkpoint), "--data-root", str(root), "--split", "test", "--backend", "onnxruntime"]
+    )
+    assert code == 0 and "mIoU" in capsys.readouterr().out
+    assert main(["eval", str(checkpoint), "--data-root", str(root), "--dataset", "cityscapes"]) == 1

@@ -188,3 +188,13 @@ def test_int8_quantization_calibrated_on_given_frames(tmp_path, checkpoint):
     assert agreement > 0.8
     # Once built, the INT8 model is found without calibration frames.
     assert Segmenter(local, backend="onnxruntime", precision="int8").description.endswith("int8")
+
+
+def test_device_side_normalisation_equals_the_cpu_path(checkpoint):
+    """On CUDA the CPU only resizes and the GPU normalises; the same code runs on the
+    CPU here and must give the same logits as the CPU preprocessing."""
+    segmenter = Segmenter(checkpoint, backend="torch", device="cpu")
+    frame = synthetic_frame(128, 160, seed=4)
+    on_cpu = segmenter.backend.infer(segmenter.preprocessor(frame).copy())
+    on_device = segmenter.backend.infer(segmenter.preprocessor.resize(frame).copy())
+    torch.testing.assert_close(on_device, on_cpu, atol=1e-4, rtol=1e-4)
