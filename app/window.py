@@ -93,6 +93,19 @@ def why_unavailable(choice: BackendChoice) -> str:
     return ""
 
 
+def default_backend() -> BackendChoice:
+    """The fastest backend this machine runs: TensorRT/CUDA through ONNX Runtime when it
+    has TensorRT, else PyTorch CUDA fp16, else ONNX Runtime on the CPU."""
+    import onnxruntime
+
+    by_label = {choice.label: choice for choice in BACKEND_CHOICES}
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
+        return by_label["ONNX Runtime CUDA/TensorRT"]
+    if torch.cuda.is_available():
+        return by_label["PyTorch CUDA (fp16)"]
+    return by_label["ONNX Runtime CPU"]
+
+
 class Signals(QObject):
     """Services call these from their threads; Qt delivers them on the GUI thread."""
 
@@ -162,7 +175,7 @@ class MainWindow(QMainWindow):
         self.model_name = ""
         self.checkpoint: Path | None = None
         self.requested: tuple[Path, str] | None = None  # the model last asked for
-        self.backend_choice = BACKEND_CHOICES[2]
+        self.backend_choice = default_backend()
         self.calibration_frames: list[np.ndarray] = []
         self.results_seen = 0
 
@@ -630,9 +643,9 @@ class MainWindow(QMainWindow):
         if view in VIEWS:
             self.view_box.setCurrentText(view)
         self.opacity_slider.setValue(int(self.settings.value("opacity", 50)))
-        label = self.settings.value("backend", BACKEND_CHOICES[2].label)
+        label = self.settings.value("backend", self.backend_choice.label)
         self.backend_choice = next(
-            (c for c in BACKEND_CHOICES if c.label == label and not why_unavailable(c)), BACKEND_CHOICES[2]
+            (c for c in BACKEND_CHOICES if c.label == label and not why_unavailable(c)), self.backend_choice
         )
         self.fill_recent_menu()
 
