@@ -342,6 +342,7 @@ class RecorderService:
         self.frames = 0
         self.failed = False
         self._writer = VideoWriter(path, fps=30)  # opens the file now: errors show at once
+        self.codec = self._writer.codec
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 

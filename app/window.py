@@ -599,6 +599,8 @@ class MainWindow(QMainWindow):
                 self.show_error(f"cannot record: {error}")
                 return
             self.inference.recorder = self.recorder
+            if self.recorder.codec not in ("libx264", "h264"):
+                self.show_error(f"H.264 is not available here: recording with {self.recorder.codec} instead")
             self.record_button.setText("■ Stop")
             self.recording_label.setText("● REC 00:00")
         else:

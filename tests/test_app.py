@@ -246,3 +246,26 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     assert settings.value("checkpoint") == str(weights["base"])
     assert settings.value("source") == str(video)
     second.close()
+
+
+def test_a_full_disk_while_recording_is_reported_and_the_file_closed(
+    qtbot, window, video, weights, monkeypatch
+):
+    from engine.video import VideoWriter
+
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 2)
+    window.toggle_recording()
+    qtbot.waitUntil(lambda: window.recorder.frames >= 3, timeout=TIMEOUT)
+    real_write = VideoWriter.write
+
+    def full_disk(self, frame, seconds=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VideoWriter, "write", full_disk)
+    qtbot.waitUntil(lambda: "recording stopped" in window.banner.text(), timeout=TIMEOUT)
+    assert "No space left on device" in window.banner.text()
+    monkeypatch.setattr(VideoWriter, "write", real_write)
+    window.toggle_recording()
+    assert len(list(read_frames(window.last_recording))) >= 3  # what was written is kept
+    wait_for_results(qtbot, window, 2)  # and the app runs on
