@@ -198,3 +198,11 @@ def test_device_side_normalisation_equals_the_cpu_path(checkpoint):
     on_cpu = segmenter.backend.infer(segmenter.preprocessor(frame).copy())
     on_device = segmenter.backend.infer(segmenter.preprocessor.resize(frame).copy())
     torch.testing.assert_close(on_device, on_cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_channel_argmax_equals_numpy():
+    from engine.segmenter import argmax_channels
+
+    logits = np.random.default_rng(0).standard_normal((11, 37, 53)).astype(np.float32)
+    logits[3, :5] = logits[5, :5] = 9.0  # ties: the first class wins, as in np.argmax
+    assert (argmax_channels(logits) == logits.argmax(0)).all()
