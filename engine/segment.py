@@ -6,8 +6,10 @@ Videos are written as H.264 MP4 with the input's frame rate and timestamps
 
 from __future__ import annotations
 
+import queue
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,9 @@ from tqdm import tqdm
 
 from engine.segmenter import Segmenter, render
 from engine.video import IMAGE_SUFFIXES, DecodeReport, VideoError, VideoWriter, probe, read_frames
+
+STAGES = ("decode", "preprocess", "inference", "postprocess", "render", "encode")
+QUEUE_SIZE = 8
 
 
 @dataclass
@@ -40,39 +45,90 @@ def segment_video(
     alpha: float = 0.5,
     progress: bool = True,
 ) -> SegmentReport:
+    """Every frame of `source`, segmented, into `output` with the same timestamps.
+
+    Three stages overlap: a decoder thread, the segmenter on this thread, an
+    encoder thread; bounded queues between them keep memory flat and the order.
+    """
     info = probe(source)
     decode = DecodeReport()
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+    rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+    failures: list[BaseException] = []
+    stop = threading.Event()
     started = time.perf_counter()
+
+    def run_decoder() -> None:
+        try:
+            clock = time.perf_counter()
+            for frame, seconds in read_frames(source, decode):
+                stages["decode"].append((time.perf_counter() - clock) * 1e3)
+                if not _put(decoded, (frame, seconds), stop):
+                    return
+                clock = time.perf_counter()
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+        finally:
+            _put(decoded, None, stop)
+
+    def run_encoder() -> None:
+        try:
+            with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
+                while (item := rendered.get()) is not None:
+                    clock = time.perf_counter()
+                    writer.write(*item)
+                    stages["encode"].append((time.perf_counter() - clock) * 1e3)
+        except BaseException as error:
+            failures.append(error)
+            stop.set()
+            while rendered.get() is not None:  # let the main thread finish its puts
+                pass
+
+    threads = [
+        threading.Thread(target=run_decoder, daemon=True),
+        threading.Thread(target=run_encoder, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
     first_timestamp = None
-    stages: dict[str, list[float]] = {
-        "decode": [],
-        "preprocess": [],
-        "inference": [],
-        "postprocess": [],
-        "render": [],
-        "encode": [],
-    }
-    with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
-        decoded = time.perf_counter()
-        for frame, seconds in read_frames(source, decode):
-            stages["decode"].append((time.perf_counter() - decoded) * 1e3)
+    try:
+        while not stop.is_set() and (item := decoded.get()) is not None:
+            frame, seconds = item
             first_timestamp = seconds if first_timestamp is None else first_timestamp
             labels = segmenter.predict(frame)
             for stage in ("preprocess", "inference", "postprocess"):
                 stages[stage].append(getattr(segmenter.timings, stage))
-            rendering = time.perf_counter()
+            clock = time.perf_counter()
             picture = render(view, frame, labels, segmenter.lut, alpha)
-            encoding = time.perf_counter()
-            writer.write(picture, seconds - first_timestamp)
-            decoded = time.perf_counter()
-            stages["render"].append((encoding - rendering) * 1e3)
-            stages["encode"].append((decoded - encoding) * 1e3)
+            stages["render"].append((time.perf_counter() - clock) * 1e3)
+            rendered.put((picture, seconds - first_timestamp))
             bar.update(1)
-            bar.set_postfix(fps=f"{bar.n / (decoded - started):.1f}")
-    bar.close()
+            bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
+    except BaseException:
+        stop.set()  # unblock the decoder
+        raise
+    finally:
+        rendered.put(None)
+        for thread in threads:
+            thread.join()
+        bar.close()
+    if failures:
+        raise failures[0]
     medians = {stage: statistics.median(values) for stage, values in stages.items() if values}
     return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
+
+
+def _put(target: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless the pipeline is stopping; False when it is."""
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def segment_image(
