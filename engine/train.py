@@ -118,6 +118,40 @@ def segmentation_loss(outputs, labels: torch.Tensor, aux_weight: float) -> tuple
     return main + aux_weight * F.cross_entropy(aux_logits.float(), labels, ignore_index=IGNORE_INDEX), main
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: RTFormer, dataset, batch_size: int = 8, device: str | torch.device = "cpu"
+) -> None:
+    """Replace every BN's running statistics by their average over `dataset`
+    (full-resolution images, no augmentation).
+
+    The official BN momentum keeps mostly the last training batch's statistics
+    (Paddle momentum 0.1 = PyTorch 0.9), which are noisy with small batches of
+    random crops; averaging over the whole training set gives the population's.
+    """
+    from torch.utils.data import DataLoader
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in norms]
+    drop_paths = [(m, m.rate) for m in model.modules() if hasattr(m, "rate")]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average: every batch weighs the same
+    for module, _ in drop_paths:
+        module.rate = 0.0
+    was_training = model.training
+    model.train()
+    try:
+        for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=True):
+            model(images.to(device))
+    finally:
+        for norm, momentum in saved:
+            norm.momentum = momentum
+        for module, rate in drop_paths:
+            module.rate = rate
+        model.train(was_training)
+
+
 def load_backbone(model: RTFormer, path: str | Path) -> list[str]:
     """Copy every tensor of checkpoint `path` whose name and shape match; returns the names copied."""
     from safetensors.torch import load_file

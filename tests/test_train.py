@@ -142,3 +142,20 @@ def test_two_gloo_processes_stay_in_sync(data_root, tmp_path):
     initial = torch.cat([p.detach().flatten() for p in build_model("slim", 3, **TINY_MODEL).parameters()])
     assert not torch.equal(rank0, initial)  # they trained
     assert (output / "last.safetensors").is_file() and not (output / "params-rank2.pt").exists()
+
+
+def test_batchnorm_recalibration_averages_over_the_dataset(data_root):
+    from engine.data import open_dataset
+    from engine.train import recalibrate_batchnorm
+
+    dataset = open_dataset("folder", data_root, "train")
+    model = build_model("slim", 3, **TINY_MODEL).eval()
+    batch_means = []
+    hook = model.stem[1].register_forward_pre_hook(
+        lambda module, args: batch_means.append(args[0].mean((0, 2, 3)))
+    )
+    recalibrate_batchnorm(model, dataset, batch_size=4)
+    hook.remove()
+    assert len(batch_means) == 2 and not model.training
+    torch.testing.assert_close(model.stem[1].running_mean, torch.stack(batch_means).mean(0))
+    assert model.stem[1].momentum == 0.9 and model.block4.drop_path.rate == 0.2

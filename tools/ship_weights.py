@@ -3,10 +3,11 @@
     .venv/bin/python tools/ship_weights.py runs/slim-camvid weights/rtformer-slim-camvid.safetensors \
         --data-root ../shared/data/CamVid --split test
 
-Evaluates the run's last weights on the test split (PyTorch, full resolution,
-single scale), then writes the checkpoint with its metadata (test mIoU, per-class
-IoU, training command, configuration and time), the evaluation report as JSON,
-and the training curves beside it.
+Recomputes the BN statistics over the training images (see
+`engine.train.recalibrate_batchnorm`), evaluates on the test split (PyTorch,
+full resolution, single scale) before and after, then writes the checkpoint with
+its metadata (test mIoU, per-class IoU, training command, configuration and
+time), the evaluation report as JSON, and the training curves beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from engine.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from engine.classes import class_set
 from engine.data import open_dataset
 from engine.evaluate import evaluate
-from engine.train import read_log
+from engine.train import read_log, recalibrate_batchnorm
 
 
 def main() -> None:
@@ -31,12 +32,17 @@ def main() -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--dataset", default="camvid")
+    parser.add_argument("--train-split", default="train+val", help="images for the BN statistics")
     args = parser.parse_args()
 
     model, info = load_checkpoint(args.run / "last.safetensors")
     dataset = open_dataset(args.dataset, args.data_root, args.split)
+    before = evaluate(model, dataset)
+    recalibrate_batchnorm(model, open_dataset(args.dataset, args.data_root, args.train_split))
+    model.eval()
     report = evaluate(model, dataset)
     print(report.table())
+    print(f"mIoU with the training run's BN statistics: {before.miou:.2f}; recalibrated: {report.miou:.2f}")
 
     log = read_log(args.run / "log.jsonl")
     hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else 0.0
@@ -48,6 +54,7 @@ def main() -> None:
         },
         "evaluation": f"{args.dataset} {args.split}, single scale, full resolution, PyTorch fp32",
         "step": info.metrics.get("step"),
+        f"{args.split}_miou_before_bn_recalibration": round(before.miou, 2),
     }
     extra = dict(info.extra)
     extra["training_hours"] = round(hours, 2)
