@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.export import cache_path, cached_onnx
+from engine.export import FP32_KIND, INT8_KIND, cache_path, cached_onnx
 from engine.segmenter import BackendError, Preprocessor
 
 log = logging.getLogger("rtformer.engine")
@@ -95,7 +95,7 @@ class OnnxRuntimeBackend:
         self.path = path
 
     def prepare(self, preprocessor: Preprocessor, frame: np.ndarray) -> np.ndarray:
-        return preprocessor(frame)
+        return preprocessor.resize(frame)[None]  # (1, h, w, 3) uint8: the graph normalises
 
     def infer(self, blob: np.ndarray) -> torch.Tensor:
         (logits,) = self.session.run(None, {self.input_name: blob})
@@ -142,7 +142,7 @@ def open_session(
     except FileNotFoundError:
         raise BackendError(f"ONNX model not found: {path}") from None
     except Exception as error:  # ORT raises its own pybind error types
-        if cached and checkpoint is not None and ".fp32." in path.name:
+        if cached and checkpoint is not None and path.name.endswith(f".{FP32_KIND}.onnx"):
             log.warning("cached ONNX model %s is damaged (%s); exporting again", path, _first_line(error))
             path.unlink(missing_ok=True)
             return open_session(cached_onnx(checkpoint), providers, threads, spinning)
@@ -150,7 +150,7 @@ def open_session(
 
 
 def int8_model(checkpoint: Path, calibration: str | Path | None) -> Path:
-    path = cache_path(checkpoint, "int8")
+    path = cache_path(checkpoint, INT8_KIND)
     if path.is_file():
         return path
     if calibration is None:

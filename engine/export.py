@@ -12,7 +12,28 @@ import torch
 from engine.rtformer import RTFormer
 
 DEFAULT_OPSET = 17
+# Cached deployment graphs take frames, not normalised tensors (see FramesToLogits).
+FP32_KIND, INT8_KIND = "frames-fp32", "frames-int8"
 log = logging.getLogger("rtformer.engine")
+
+
+class FramesToLogits(torch.nn.Module):
+    """The deployment graph: BGR uint8 frames (N, H, W, 3) in, logits out.
+
+    Colour order, layout and ImageNet normalisation run inside the graph, so the
+    runtime does them vectorised on all its threads and the Python side only
+    resizes. frames: (N, H, W, 3) uint8 -> logits (N, classes, H, W)
+    """
+
+    def __init__(self, model: RTFormer, mean, std) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        images = frames.permute(0, 3, 1, 2).flip(1).float()  # BGR HWC -> RGB CHW
+        return self.model((images - self.mean) / self.std)
 
 
 def export_onnx(
@@ -20,24 +41,34 @@ def export_onnx(
     path: str | Path,
     opset: int = DEFAULT_OPSET,
     sample_size: tuple[int, int] = (360, 480),
+    normalisation: tuple | None = None,
 ) -> Path:
-    """Export `model` (eval mode) to `path`: input "images" (N, 3, H, W) float32,
-    output "logits" (N, classes, H, W); N, H and W are dynamic."""
+    """Export `model` (eval mode) to `path`; N, H and W are dynamic.
+
+    Default: input "images" (N, 3, H, W) float32, normalised. With
+    `normalisation=(mean, std)`: input "frames" (N, H, W, 3) uint8 BGR (FramesToLogits).
+    Output "logits" (N, classes, H, W).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
+    network: torch.nn.Module = model
     sample = torch.zeros(1, model.config.in_channels, *sample_size)
-    dynamic = {0: "batch", 2: "height", 3: "width"}
+    name, dynamic = "images", {0: "batch", 2: "height", 3: "width"}
+    if normalisation is not None:
+        network = FramesToLogits(model, *normalisation).eval()
+        sample = torch.zeros(1, *sample_size, 3, dtype=torch.uint8)
+        name, dynamic = "frames", {0: "batch", 1: "height", 2: "width"}
     try:
         with torch.inference_mode():
             torch.onnx.export(
-                model,
+                network,
                 (sample,),
                 str(path),
-                input_names=["images"],
+                input_names=[name],
                 output_names=["logits"],
-                dynamic_axes={"images": dynamic, "logits": dynamic},
+                dynamic_axes={name: dynamic, "logits": {0: "batch", 2: "height", 3: "width"}},
                 opset_version=opset,
                 do_constant_folding=True,
                 # The TorchScript exporter: the dynamo one needs onnxscript and
@@ -70,14 +101,15 @@ def cache_path(checkpoint: str | Path, kind: str, opset: int = DEFAULT_OPSET) ->
 
 
 def cached_onnx(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """The fp32 ONNX model of `checkpoint`, exported on first use."""
+    """The fp32 deployment graph (frames in) of `checkpoint`, exported on first use."""
     from engine.checkpoint import load_checkpoint
 
-    path = cache_path(checkpoint, "fp32", opset)
+    path = cache_path(checkpoint, FP32_KIND, opset)
     if not path.is_file():
         model, info = load_checkpoint(checkpoint)
         log.info("exporting %s to %s", checkpoint, path)
         temporary = path.with_suffix(".tmp")
-        export_onnx(model, temporary, opset, sample_size=info.input_size or (360, 480))
+        size = info.input_size or (360, 480)
+        export_onnx(model, temporary, opset, sample_size=size, normalisation=(info.mean, info.std))
         temporary.replace(path)
     return path

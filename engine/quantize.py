@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.checkpoint import read_checkpoint_info
-from engine.export import cache_path, cached_onnx
+from engine.export import INT8_KIND, cache_path, cached_onnx
 from engine.segmenter import BackendError, Preprocessor
 from engine.video import IMAGE_SUFFIXES
 
@@ -65,9 +65,10 @@ def quantize_checkpoint(
 
     checkpoint = Path(checkpoint)
     info = read_checkpoint_info(checkpoint)
-    output = Path(output) if output else cache_path(checkpoint, "int8")
+    output = Path(output) if output else cache_path(checkpoint, INT8_KIND)
     preprocessor = Preprocessor(info.input_size, info.mean, info.std)
-    blobs = [preprocessor(frame).copy() for frame in calibration_frames(calibration, count)]
+    # The deployment graph takes resized uint8 frames (it normalises inside).
+    blobs = [preprocessor.resize(frame)[None].copy() for frame in calibration_frames(calibration, count)]
     fp32 = cached_onnx(checkpoint)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -76,7 +77,7 @@ def quantize_checkpoint(
         quantize_static(
             str(prepared),
             str(temporary),
-            _FrameReader(blobs, "images"),
+            _FrameReader(blobs, "frames"),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             # u8 activations, s8 weights: ORT's fast QLinearConv path on x86 (VNNI).

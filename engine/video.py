@@ -131,7 +131,8 @@ class VideoWriter:
         self.stream.codec_context.time_base = self.stream.time_base
         self.stream.pix_fmt = "yuv420p"
         if self.codec in ("libx264", "h264"):
-            self.stream.options = {"crf": str(crf), "preset": "veryfast"}
+            # superfast: half the encoding time of veryfast at about the same size (measured on the demo video).
+            self.stream.options = {"crf": str(crf), "preset": "superfast"}
         self.frames = 0
         self._last_pts = -1
         self._opened = False

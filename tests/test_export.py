@@ -38,3 +38,18 @@ def test_onnx_runtime_matches_torch(exported, batch, height, width):
         torch_logits = model(torch.from_numpy(images)).numpy()
     assert onnx_logits.shape == (batch, 11, height, width)
     assert np.abs(onnx_logits - torch_logits).max() < 1e-4
+
+
+def test_deployment_graph_normalises_frames_inside(tmp_path):
+    from engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+    from engine.data import normalize
+
+    model = calibrated_model("slim", num_classes=11)
+    path = export_onnx(model, tmp_path / "frames.onnx", normalisation=(IMAGENET_MEAN, IMAGENET_STD))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    frames = np.random.default_rng(1).integers(0, 256, (2, 96, 160, 3), dtype=np.uint8)
+    (logits,) = session.run(None, {"frames": frames})
+    images = torch.stack([normalize(frame[..., ::-1]) for frame in frames])  # BGR -> RGB
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    assert np.abs(logits - expected).max() < 1e-4

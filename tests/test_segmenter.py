@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.data import normalize
-from engine.export import cache_path
+from engine.export import FP32_KIND, INT8_KIND, cache_path
 from engine.segmenter import (
     BackendError,
     Preprocessor,
@@ -82,7 +82,7 @@ def test_onnxruntime_matches_torch_and_caches_the_export(checkpoint, caplog):
     frame = synthetic_frame(128, 160, seed=2)
     onnx = Segmenter(checkpoint, backend="onnxruntime", device="cpu")
     assert onnx.description == "ONNX Runtime CPU fp32"
-    cached = cache_path(checkpoint, "fp32")
+    cached = cache_path(checkpoint, FP32_KIND)
     assert cached.is_file() and cached.parent == checkpoint.parent
     torch_labels = Segmenter(checkpoint, backend="torch", device="cpu").predict(frame)
     assert (onnx.predict(frame) == torch_labels).mean() > 0.999
@@ -139,7 +139,7 @@ def test_missing_gpu_provider_falls_back_to_cpu_with_a_message(checkpoint, caplo
 
 def test_damaged_cached_export_is_rebuilt(tmp_path, checkpoint, caplog):
     local = shutil.copy(checkpoint, tmp_path / "copy.safetensors")
-    cache = cache_path(local, "fp32")
+    cache = cache_path(local, FP32_KIND)
     cache.write_bytes(b"this is not an onnx model")
     with caplog.at_level(logging.WARNING, "rtformer.engine"):
         segmenter = Segmenter(local, backend="onnxruntime")
@@ -180,8 +180,8 @@ def test_int8_quantization_calibrated_on_given_frames(tmp_path, checkpoint):
         cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(128, 160, seed=seed))
     int8 = Segmenter(local, backend="onnxruntime", precision="int8", calibration=frames)
     assert int8.description == "ONNX Runtime CPU int8"
-    assert cache_path(local, "int8").is_file()
-    graph = __import__("onnx").load(str(cache_path(local, "int8")))
+    assert cache_path(local, INT8_KIND).is_file()
+    graph = __import__("onnx").load(str(cache_path(local, INT8_KIND)))
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     frame = synthetic_frame(128, 160, seed=9)
     agreement = (int8.predict(frame) == Segmenter(local, backend="torch").predict(frame)).mean()
