@@ -37,7 +37,7 @@ def main() -> None:
 
     segmenter = Segmenter(args.checkpoint, backend="onnxruntime", device="cpu")
     frame = np.zeros((*args.size, 3), np.uint8)
-    blob = segmenter.preprocessor(frame).copy()
+    blob = segmenter.backend.prepare(segmenter.preprocessor, frame).copy()
     for _ in range(5):
         segmenter.backend.infer(blob)
     times = []
