@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from engine.segmenter import Segmenter, render
+from engine.segmenter import Segmenter, labels_from_logits, render
 from engine.video import IMAGE_SUFFIXES, DecodeReport, VideoError, VideoWriter, probe, read_frames
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "render", "encode")
@@ -47,8 +47,9 @@ def segment_video(
 ) -> SegmentReport:
     """Every frame of `source`, segmented, into `output` with the same timestamps.
 
-    Three stages overlap: a decoder thread, the segmenter on this thread, an
-    encoder thread; bounded queues between them keep memory flat and the order.
+    Three stages overlap: a decoder thread; preprocessing and inference on this
+    thread; postprocessing, rendering and encoding on a third. Bounded queues
+    between them keep memory flat and the order.
     """
     info = probe(source)
     decode = DecodeReport()
@@ -73,12 +74,20 @@ def segment_video(
             _put(decoded, None, stop)
 
     def run_encoder() -> None:
+        # Postprocess, render and encode here, so the main thread only feeds the model.
         try:
             with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
                 while (item := rendered.get()) is not None:
+                    frame, logits, seconds = item
                     clock = time.perf_counter()
-                    writer.write(*item)
-                    stages["encode"].append((time.perf_counter() - clock) * 1e3)
+                    labels = labels_from_logits(logits, frame.shape[:2])
+                    drawn = time.perf_counter()
+                    picture = render(view, frame, labels, segmenter.lut, alpha)
+                    encoding = time.perf_counter()
+                    writer.write(picture, seconds)
+                    stages["postprocess"].append((drawn - clock) * 1e3)
+                    stages["render"].append((encoding - drawn) * 1e3)
+                    stages["encode"].append((time.perf_counter() - encoding) * 1e3)
         except BaseException as error:
             failures.append(error)
             stop.set()
@@ -97,13 +106,10 @@ def segment_video(
         while not stop.is_set() and (item := decoded.get()) is not None:
             frame, seconds = item
             first_timestamp = seconds if first_timestamp is None else first_timestamp
-            labels = segmenter.predict(frame)
-            for stage in ("preprocess", "inference", "postprocess"):
+            logits = segmenter.infer(frame)
+            for stage in ("preprocess", "inference"):
                 stages[stage].append(getattr(segmenter.timings, stage))
-            clock = time.perf_counter()
-            picture = render(view, frame, labels, segmenter.lut, alpha)
-            stages["render"].append((time.perf_counter() - clock) * 1e3)
-            rendered.put((picture, seconds - first_timestamp))
+            rendered.put((frame, logits, seconds - first_timestamp))
             bar.update(1)
             bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
     except BaseException:

@@ -230,17 +230,22 @@ class Segmenter:
 
     def predict(self, frame: np.ndarray, exact: bool = False) -> np.ndarray:
         """frame: BGR uint8 (H, W, 3) -> labels uint8 (H, W); stage times in `timings`."""
+        logits = self.infer(frame)
+        started = time.perf_counter()
+        labels = labels_from_logits(logits, frame.shape[:2], exact)
+        self.timings.postprocess = (time.perf_counter() - started) * 1e3
+        return labels
+
+    def infer(self, frame: np.ndarray) -> torch.Tensor:
+        """Preprocess and inference only: frame -> logits (1, C, h, w). Pipelines call
+        this and `labels_from_logits` on different threads."""
         started = time.perf_counter()
         blob = self.backend.prepare(self.preprocessor, frame)
         prepared = time.perf_counter()
         logits = self.backend.infer(blob)
         inferred = time.perf_counter()
-        labels = labels_from_logits(logits, frame.shape[:2], exact)
-        finished = time.perf_counter()
-        self.timings = StageTimes(
-            (prepared - started) * 1e3, (inferred - prepared) * 1e3, (finished - inferred) * 1e3
-        )
-        return labels
+        self.timings = StageTimes((prepared - started) * 1e3, (inferred - prepared) * 1e3)
+        return logits
 
     def predict_batch(self, frames: list[np.ndarray], exact: bool = False) -> list[np.ndarray]:
         """Offline work: frames of one size go through the backend as one batch."""
