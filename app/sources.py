@@ -13,6 +13,7 @@ import math
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,7 +37,7 @@ class Frame:
     captured: float = 0.0  # time.monotonic() when the capture service got it
 
 
-class FrameSource:
+class FrameSource(ABC):
     """Base class. Subclasses set `name`, `live`, and implement open/read/close."""
 
     name = "source"
@@ -45,16 +46,19 @@ class FrameSource:
     duration = 0.0  # seconds, 0 when unknown
     fps = 30.0
 
+    @abstractmethod
     def open(self) -> None:
         """Acquire the device or file; raise SourceError with a clear message."""
 
+    @abstractmethod
     def read(self) -> Frame | None:
         """The next frame, or None at the end."""
-        raise NotImplementedError
 
     def seek(self, seconds: float) -> None:
-        """Files only: continue from `seconds`."""
+        """Files only (`seekable`): continue from `seconds`."""
+        raise SourceError(f"{self.name} cannot seek")
 
+    @abstractmethod
     def close(self) -> None:
         """Release the device or file (safe to call twice)."""
 
@@ -173,6 +177,9 @@ class ImageSequenceSource(FrameSource):
 
     def seek(self, seconds: float) -> None:
         self._index = min(max(0, int(seconds * self.fps)), len(self.files) - 1)
+
+    def close(self) -> None:
+        """Images are read one at a time: nothing stays open."""
 
 
 def camera_input(device_id: str, description: str) -> tuple[str, str]:
