@@ -62,6 +62,17 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device or file (safe to call twice)."""
 
+    def _open_container(self, message: str, *args, **kwargs) -> None:
+        """Open an FFmpeg input and its first video stream, or raise SourceError(message: why)."""
+        try:
+            self.container = av.open(*args, **kwargs)
+            self.stream = self.container.streams.video[0]
+        except (av.FFmpegError, OSError, IndexError) as error:
+            self.close()
+            raise SourceError(f"{message}: {error}") from None
+        self._frames = self.container.decode(self.stream)
+        self._index = 0
+
 
 class VideoFileSource(FrameSource):
     """A video file or anything else FFmpeg opens (decoded with PyAV)."""
@@ -76,12 +87,7 @@ class VideoFileSource(FrameSource):
     def open(self) -> None:
         if not Path(self.path).is_file():
             raise SourceError(f"file not found: {self.path}")
-        try:
-            self.container = av.open(self.path)
-            self.stream = self.container.streams.video[0]
-        except (av.FFmpegError, OSError, IndexError) as error:
-            self.close()
-            raise SourceError(f"cannot open {self.name} as a video: {error}") from None
+        self._open_container(f"cannot open {self.name} as a video", self.path)
         self.stream.thread_type = "AUTO"
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
         self.fps = float(rate)
@@ -89,8 +95,6 @@ class VideoFileSource(FrameSource):
             self.duration = float(self.stream.duration * self.stream.time_base)
         elif self.container.duration:
             self.duration = self.container.duration / av.time_base
-        self._frames = self.container.decode(self.stream)
-        self._index = 0
         self._skip_until = 0.0
 
     def read(self) -> Frame | None:
@@ -128,17 +132,9 @@ class StreamSource(VideoFileSource):
     seekable = False
 
     def open(self) -> None:
-        try:
-            self.container = av.open(
-                self.path, options={"rtsp_transport": "tcp", "stimeout": "5000000"}, timeout=10
-            )
-            self.stream = self.container.streams.video[0]
-        except (av.FFmpegError, OSError, IndexError) as error:
-            self.close()
-            raise SourceError(f"cannot open stream {self.path}: {error}") from None
+        options = {"rtsp_transport": "tcp", "stimeout": "5000000"}
+        self._open_container(f"cannot open stream {self.path}", self.path, options=options, timeout=10)
         self.fps = float(self.stream.average_rate or 30)
-        self._frames = self.container.decode(self.stream)
-        self._index = 0
         self._skip_until = 0.0
 
 
@@ -205,15 +201,9 @@ class CameraSource(FrameSource):
     def open(self) -> None:
         name, input_format = camera_input(self.device_id, self.name)
         options = {"video_size": f"{self.resolution[0]}x{self.resolution[1]}"} if self.resolution else {}
-        try:
-            self.container = av.open(name, format=input_format, options=options, timeout=5)
-            self.stream = self.container.streams.video[0]
-        except (av.FFmpegError, OSError, IndexError) as error:
-            self.close()
-            raise SourceError(f"camera {self.name!r} cannot be opened: {error}") from None
+        message = f"camera {self.name!r} cannot be opened"
+        self._open_container(message, name, format=input_format, options=options, timeout=5)
         self.fps = float(self.stream.average_rate or 30)
-        self._frames = self.container.decode(self.stream)
-        self._index = 0
         self._start = time.monotonic()
 
     def read(self) -> Frame | None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.export import FP32_KIND, INT8_KIND, cache_path, cached_onnx
+from engine.export import FP32_KIND, INT8_KIND, cache_path, cached_onnx, normalise_frames
 from engine.segmenter import BackendError, Preprocessor
 
 log = logging.getLogger("rtformer.engine")
@@ -49,21 +49,20 @@ class TorchBackend:
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         model, info = load_checkpoint(checkpoint, self.device)
         self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype).eval()
-        self.mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255
+        self.mean = (torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
+        self.std = (torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
         self.description = f"PyTorch {device.upper()} {precision}"
 
     def prepare(self, preprocessor: Preprocessor, frame: np.ndarray):
         if self.device.type == "cuda":
-            return preprocessor.resize(frame)
+            return preprocessor.resize(frame)[None]  # (1, h, w, 3) uint8
         return preprocessor(frame)
 
     @torch.inference_mode()
     def infer(self, blob) -> torch.Tensor:
-        if blob.dtype == np.uint8:  # (H, W, 3) BGR resized frame: normalise on the device
-            images = torch.from_numpy(blob).to(self.device, non_blocking=True)
-            images = images.permute(2, 0, 1).flip(0).unsqueeze(0).float()
-            images = ((images - self.mean) / self.std).to(self.dtype)
+        if blob.dtype == np.uint8:  # resized BGR frames (N, h, w, 3): normalise on the device
+            frames = torch.from_numpy(blob).to(self.device, non_blocking=True)
+            images = normalise_frames(frames, self.mean, self.std)
         else:
             images = torch.from_numpy(blob).to(self.device, self.dtype)
         images = images.contiguous(memory_format=torch.channels_last)

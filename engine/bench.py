@@ -8,6 +8,7 @@ to PyTorch eager fp32.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import statistics
@@ -108,10 +109,9 @@ def model_runners(checkpoint: Path, size: tuple[int, int], calibration: Path | N
 
 def cuda_runners(model: torch.nn.Module, blob: np.ndarray) -> dict:
     gpu = torch.from_numpy(blob).cuda().contiguous(memory_format=torch.channels_last)
-    fp32_model = model.cuda()
-    fp16_model = build_model(model.config.name, model.config.num_classes).cuda().eval().half()
-    fp16_model.load_state_dict(fp32_model.state_dict())
-    fp16_model = fp16_model.to(memory_format=torch.channels_last)
+    # Copies: the CPU runner keeps using `model`.
+    fp32_model = copy.deepcopy(model).cuda()
+    fp16_model = copy.deepcopy(model).cuda().half()
 
     def run(net, images) -> Callable[[], None]:
         def call() -> None:

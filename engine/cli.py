@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from engine.checkpoint import load_checkpoint
     from engine.data import open_dataset
     from engine.evaluate import evaluate
-    from engine.train import _pick_device
+    from engine.train import pick_device
 
     dataset = open_dataset(args.dataset, args.data_root, args.split)
     info = read_checkpoint_info(args.checkpoint)
@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"evaluating on {segmenter.description}", file=sys.stderr)
         report = evaluate_segmenter(segmenter, dataset)
     else:  # the research path: PyTorch at full resolution, optional flip and scales
-        device = _pick_device(args.device, 0)
+        device = pick_device(args.device, 0)
         model, _ = load_checkpoint(args.checkpoint, device)
         report = evaluate(model, dataset, device, scales=args.scales, flip=args.flip)
     print(report.table())

@@ -32,8 +32,14 @@ class FramesToLogits(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        images = frames.permute(0, 3, 1, 2).flip(1).float()  # BGR HWC -> RGB CHW
-        return self.model((images - self.mean) / self.std)
+        return self.model(normalise_frames(frames, self.mean, self.std))
+
+
+def normalise_frames(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """BGR uint8 frames (N, H, W, 3) -> normalised RGB (N, 3, H, W) in `mean`'s dtype.
+    mean, std: (1, 3, 1, 1), on the 0..255 scale."""
+    images = frames.permute(0, 3, 1, 2).flip(1).to(mean.dtype)
+    return (images - mean) / std
 
 
 def export_onnx(

@@ -37,12 +37,16 @@ def calibration_frames(source: str | Path, count: int) -> list[np.ndarray]:
             raise BackendError(f"cannot read calibration image(s): {', '.join(unreadable[:3])}")
         return frames
     if source.is_file():
-        from engine.video import read_frames
+        from engine.video import probe, read_frames
 
-        frames = [frame for frame, _ in read_frames(source)]
+        # Keep only the frames picked, spread over the declared length (the first
+        # `count` when the container does not say how long it is).
+        total = probe(source).frames or count
+        picked = set(np.linspace(0, total - 1, min(count, total)).astype(int).tolist())
+        frames = [frame for index, (frame, _) in enumerate(read_frames(source)) if index in picked]
         if not frames:
             raise BackendError(f"no frames could be decoded from {source}")
-        return [frames[i] for i in np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
+        return frames
     raise BackendError(f"calibration source not found: {source}")
 
 

@@ -171,7 +171,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.rank, self.world_size = _distributed_setup()
-        self.device = _pick_device(config.device, self.rank)
+        self.device = pick_device(config.device, self.rank)
         self.output = Path(config.output)
         self.is_main = self.rank == 0
         torch.manual_seed(config.seed)
@@ -381,7 +381,7 @@ def _quiet_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _pick_device(name: str, rank: int) -> torch.device:
+def pick_device(name: str, rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":

@@ -196,7 +196,7 @@ def test_device_side_normalisation_equals_the_cpu_path(checkpoint):
     segmenter = Segmenter(checkpoint, backend="torch", device="cpu")
     frame = synthetic_frame(128, 160, seed=4)
     on_cpu = segmenter.backend.infer(segmenter.preprocessor(frame).copy())
-    on_device = segmenter.backend.infer(segmenter.preprocessor.resize(frame).copy())
+    on_device = segmenter.backend.infer(segmenter.preprocessor.resize(frame)[None].copy())
     torch.testing.assert_close(on_device, on_cpu, atol=1e-4, rtol=1e-4)
 
 
