@@ -22,7 +22,7 @@ import av
 import cv2
 import numpy as np
 
-from engine.video import IMAGE_SUFFIXES
+from engine.data import IMAGE_SUFFIXES
 
 
 class SourceError(Exception):

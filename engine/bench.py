@@ -27,6 +27,7 @@ from engine.classes import CAMVID
 from engine.rtformer import build_model
 
 DEFAULT_SIZES = ((360, 480), (720, 960))
+REFERENCE_RUNNER = "torch eager fp32"  # ratios are to this one; to CUDA fp32 in a GPU-only run
 LARGE_SIZE = (1024, 2048)
 
 
@@ -74,7 +75,10 @@ def bench_checkpoint(folder: Path, variant: str, weights: Path | None) -> Path:
     )
 
 
-def model_runners(checkpoint: Path, size: tuple[int, int], calibration: Path | None, threads: int) -> dict:
+def model_runners(
+    checkpoint: Path, size: tuple[int, int], calibration: Path | None, threads: int, cpu: bool = True
+) -> dict:
+    """Runners for one size; `cpu=False` keeps only the CUDA ones (a GPU machine's check)."""
     from engine.checkpoint import load_checkpoint
     from engine.export import cached_onnx
     from engine.quantize import quantize_checkpoint
@@ -93,12 +97,12 @@ def model_runners(checkpoint: Path, size: tuple[int, int], calibration: Path | N
         with torch.inference_mode():
             model(images)
 
-    fp32 = open_session(cached_onnx(checkpoint), ["CPUExecutionProvider"], threads)
-    runners = {
-        "torch eager fp32": torch_eager,
-        "onnxruntime fp32": lambda: fp32.run(None, {"frames": frames}),
-    }
-    if calibration is not None:
+    runners = {}
+    if cpu:
+        fp32 = open_session(cached_onnx(checkpoint), ["CPUExecutionProvider"], threads)
+        runners["torch eager fp32"] = torch_eager
+        runners["onnxruntime fp32"] = lambda: fp32.run(None, {"frames": frames})
+    if cpu and calibration is not None:
         int8_path = quantize_checkpoint(checkpoint, calibration, output=checkpoint.with_suffix(".int8.onnx"))
         int8 = open_session(int8_path, ["CPUExecutionProvider"], threads)
         runners["onnxruntime int8"] = lambda: int8.run(None, {"frames": frames})
@@ -108,6 +112,7 @@ def model_runners(checkpoint: Path, size: tuple[int, int], calibration: Path | N
 
 
 def cuda_runners(model: torch.nn.Module, blob: np.ndarray) -> dict:
+    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     gpu = torch.from_numpy(blob).cuda().contiguous(memory_format=torch.channels_last)
     # Copies: the CPU runner keeps using `model`.
     fp32_model = copy.deepcopy(model).cuda()
@@ -158,6 +163,7 @@ def run_bench(
     video: Path | None = None,
     rounds: int = 30,
     threads: int = 2,
+    cpu: bool = True,
 ) -> dict:
     results: list[Result] = []
     previous_threads = torch.get_num_threads()
@@ -167,10 +173,11 @@ def run_bench(
             local = Path(scratch) / f"{variant}-local.safetensors"
             local.write_bytes(checkpoint.read_bytes())  # exports and INT8 go to scratch, not weights/
             for size in sizes:
-                runners = model_runners(local, size, calibration, threads)
+                runners = model_runners(local, size, calibration, threads, cpu)
                 pixels = size[0] * size[1] / (360 * 480) * (4 if variant == "base" else 1)
-                times = interleaved(runners, rounds=max(5, int(rounds / pixels)))
-                reference = 1000 / statistics.median(times["torch eager fp32"])
+                # GPU runs take milliseconds: enough rounds for a stable median whatever the size.
+                times = interleaved(runners, rounds=max(5, int(rounds / pixels)) if cpu else rounds)
+                reference = 1000 / statistics.median(times[REFERENCE_RUNNER if cpu else "torch cuda fp32"])
                 for name, values in times.items():
                     fps = 1000 / statistics.median(values)
                     results.append(
@@ -197,6 +204,7 @@ def run_bench(
     return {
         "machine": machine_description(),
         "threads": threads,
+        "reference_runner": REFERENCE_RUNNER if cpu else "torch cuda fp32",
         "results": [asdict(r) for r in results],
         "end_to_end": e2e,
     }

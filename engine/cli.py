@@ -106,11 +106,23 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    from engine.backends import cuda_available
     from engine.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench, write_json
 
     sizes = DEFAULT_SIZES + ((LARGE_SIZE,) if args.large else ())
     weights = {variant: path for variant, path in SHIPPED_WEIGHTS.items() if path.is_file()}
-    report = run_bench(args.variants, sizes, weights, args.calibration, args.video, args.rounds, args.threads)
+    if args.gpu_only and not cuda_available():
+        raise SystemExit("--gpu-only: no CUDA device here")
+    report = run_bench(
+        args.variants,
+        sizes,
+        weights,
+        args.calibration,
+        args.video,
+        args.rounds,
+        args.threads,
+        not args.gpu_only,
+    )
     if report["end_to_end"]:
         e2e = report["end_to_end"]
         print(
@@ -222,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--large", action="store_true", help="also 1024x2048")
     bench.add_argument("--calibration", type=Path, help="frames for the INT8 runner (none: no INT8)")
     bench.add_argument("--video", type=Path, help="a video for the end-to-end segment run")
+    bench.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the CUDA runners; ratios to CUDA fp32 instead of CPU torch",
+    )
     bench.add_argument(
         "--rounds", type=int, default=30, help="timed rounds for Slim at 360x480 (fewer when larger)"
     )

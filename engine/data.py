@@ -19,9 +19,10 @@ from torch.utils.data import Dataset, Sampler
 
 from engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from engine.classes import ADE20K, CAMVID, CITYSCAPES, ClassSet, generic_class_set
-from engine.video import IMAGE_SUFFIXES
 
 IGNORE_INDEX = 255
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what cv2.imread takes
 
 
 class DatasetError(Exception):

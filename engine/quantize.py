@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.checkpoint import read_checkpoint_info
+from engine.data import IMAGE_SUFFIXES
 from engine.export import INT8_KIND, cache_path, cached_onnx
 from engine.segmenter import BackendError, Preprocessor
-from engine.video import IMAGE_SUFFIXES
 
 log = logging.getLogger("rtformer.engine")
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from engine.data import IMAGE_SUFFIXES
 from engine.segmenter import Segmenter, labels_from_logits, render
-from engine.video import IMAGE_SUFFIXES, DecodeReport, VideoError, VideoWriter, probe, read_frames
+from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
 
 STAGES = ("decode", "preprocess", "inference", "postprocess", "render", "encode")
 QUEUE_SIZE = 8

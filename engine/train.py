@@ -46,6 +46,8 @@ from engine.rtformer import RTFormer, variant_config
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
+# Steps timed to fit a time budget: after start-up (workers, cuDNN autotuning) settles.
+BUDGET_PROBE = (50, 150)
 
 
 @dataclass
@@ -76,9 +78,13 @@ class TrainConfig:
     eval_interval: int = 1000
     checkpoint_interval: int = 250
     max_minutes: float = 0.0  # stop cleanly (state saved) after this wall time; 0 = no limit
+    # Fit the schedule to this wall time: the step rate measured early sets `iters`
+    # (never above the configured value), so the learning rate still decays to the end.
+    budget_minutes: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision, on CUDA only
+    amp_dtype: str = "bfloat16"  # "float16" (with loss scaling) where the GPU lacks bfloat16
     pretrained_backbone: str = ""  # a checkpoint whose matching tensors initialise the model
     resume: bool = False
 
@@ -203,7 +209,11 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         self.use_amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = amp_dtype(config.amp_dtype) if self.use_amp else torch.float32
+        # bfloat16 has float32's range: only float16 needs its loss scaled against underflow.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # crops have one size: autotune once, then reuse
         self.step = 0
         self.best_miou = -1.0
         if config.resume:
@@ -229,6 +239,7 @@ class Trainer:
         )
         self.model.train()
         window_start, window_images, window_loss = time.monotonic(), 0, []
+        probe_times: dict[int, float] = {}
         while self.step < until:
             lr = learning_rate(config, self.step)
             for group in self.optimizer.param_groups:
@@ -238,6 +249,13 @@ class Trainer:
             window_images += config.batch_size * config.grad_accum * self.world_size
             window_loss.append(loss)
             bar.update(1)
+            if config.budget_minutes and self.step in BUDGET_PROBE:
+                probe_times[self.step] = time.monotonic()
+                if self.step == BUDGET_PROBE[1]:
+                    config = self.fit_to_budget(probe_times, time.monotonic() - started)
+                    until = min(until, config.iters)
+                    bar.total = config.iters
+                    bar.refresh()
             if self.step % config.log_interval == 0 or self.step == until:
                 speed = window_images / max(time.monotonic() - window_start, 1e-9)
                 mean_loss = float(np.mean(window_loss))
@@ -259,6 +277,28 @@ class Trainer:
             self.validate()
         self.save_weights("last.safetensors")
 
+    def fit_to_budget(self, probe_times: dict[int, float], elapsed_s: float) -> TrainConfig:
+        """Set `iters` so that the remaining steps, at the probed rate, end within the budget."""
+        first, last = BUDGET_PROBE
+        seconds_per_step = (probe_times[last] - probe_times[first]) / (last - first)
+        remaining_s = self.config.budget_minutes * 60 - elapsed_s
+        fitted = self.step + max(0, int(remaining_s / seconds_per_step))
+        fitted = self.agree_on(min(fitted, self.config.iters))
+        self.config = self.config.replace(iters=fitted)
+        self.say(
+            f"time budget {self.config.budget_minutes:g} min at {seconds_per_step * 1e3:.0f} ms/step: "
+            f"training {fitted} steps"
+        )
+        return self.config
+
+    def agree_on(self, value: int) -> int:
+        """Rank 0's value on every rank (their clocks differ a little)."""
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
     def train_step(self, loader) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -268,7 +308,7 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
             last = micro == self.config.grad_accum - 1
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
-            with sync, torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with sync, torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 loss, _ = segmentation_loss(self.network(images), labels, self.config.aux_weight)
                 self.scaler.scale(loss / self.config.grad_accum).backward()
             total += loss.item() / self.config.grad_accum
@@ -333,6 +373,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "step": self.step,
+                "iters": self.config.iters,  # may have been fitted to a time budget
                 "best_miou": self.best_miou,
                 "torch_rng": torch.get_rng_state(),
                 "config": json.dumps(dataclasses.asdict(self.config)),
@@ -352,6 +393,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.best_miou = state["step"], state["best_miou"]
+        if self.config.budget_minutes and self.step >= BUDGET_PROBE[1]:
+            self.config = self.config.replace(iters=state["iters"])  # the schedule already fitted
         torch.set_rng_state(state["torch_rng"])
         if self.is_main:
             truncate_log(self.output / LOG_FILE, self.step)
@@ -379,6 +422,14 @@ def _quiet_worker(worker_id: int) -> None:
     # One thread per loader worker: the cores belong to the model.
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+
+
+def amp_dtype(name: str) -> torch.dtype:
+    if name not in ("bfloat16", "float16"):
+        raise ValueError(f"amp_dtype must be bfloat16 or float16, not {name!r}")
+    if name == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return torch.float16  # GPUs before Ampere
+    return getattr(torch, name)
 
 
 def pick_device(name: str, rank: int) -> torch.device:

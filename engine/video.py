@@ -18,7 +18,6 @@ import numpy as np
 
 log = logging.getLogger("rtformer.engine")
 ENCODERS = ("libx264", "h264", "mpeg4")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what cv2.imread takes
 
 
 class VideoError(Exception):

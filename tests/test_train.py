@@ -159,3 +159,20 @@ def test_batchnorm_recalibration_averages_over_the_dataset(data_root):
     assert len(batch_means) == 2 and not model.training
     torch.testing.assert_close(model.stem[1].running_mean, torch.stack(batch_means).mean(0))
     assert model.stem[1].momentum == 0.9 and model.block4.drop_path.rate == 0.2
+
+
+def test_time_budget_fits_the_schedule_and_survives_resume(data_root, tmp_path):
+    trainer = Trainer(tiny_config(data_root, tmp_path / "fit", iters=1000, budget_minutes=1.0))
+    # 0.1 s a step and 10 s gone: 50 s left of the minute buys 500 more steps.
+    assert trainer.fit_to_budget({50: 5.0, 150: 15.0}, elapsed_s=10.0).iters == 500
+    capped = Trainer(tiny_config(data_root, tmp_path / "cap", iters=100, budget_minutes=1.0))
+    assert capped.fit_to_budget({50: 5.0, 150: 15.0}, elapsed_s=10.0).iters == 100
+
+    output = tmp_path / "budget"
+    run = Trainer(tiny_config(data_root, output, iters=100000, budget_minutes=0.15, eval_interval=0))
+    run.run()
+    assert 150 < run.step == run.config.iters < 100000
+    last_lr = [e["lr"] for e in read_log(output / "log.jsonl") if "lr" in e][-1]
+    assert last_lr < 0.05 * run.config.lr  # decayed over the fitted schedule, not cut off early
+    resumed = Trainer(tiny_config(data_root, output, iters=100000, budget_minutes=0.15, resume=True))
+    assert resumed.config.iters == run.config.iters

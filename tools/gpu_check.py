@@ -1,0 +1,222 @@
+"""One prepared session on a lent GPU machine: CUDA checks, the GPU benchmark, and
+time-boxed training of RTFormer-Slim and RTFormer-Base side by side.
+
+Run from the repository root on the GPU machine, with CamVid packed beside the code
+(the machine reaches nothing else; PyAV is not needed on this path):
+
+    python3 tools/gpu_check.py --data .gpu/CamVid --out $OUT --seconds 540
+
+Everything lands in --out in at most 8 files of at most 15 MiB each (the device
+tool's limits): gpu_report.json, logs.tar.gz, and each trained model as float16
+safetensors, cut into numbered parts when larger. `tools/gpu_check.py join` puts
+the parts back together and restores float32 on this side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+PART_BYTES = 15 * 1024 * 1024
+VARIANTS = ("slim", "base")
+SHUTDOWN_MARGIN_S = 45  # after training: fp16 conversion, packing, transfer start
+STARTUP_S = 30  # a training process's start before its clock runs: CUDA, data, workers
+
+
+def environment() -> dict:
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpus": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+    }
+
+
+def segmenter_checks(checkpoint: Path, frame_path: Path, device: str) -> dict:
+    """The Segmenter's CUDA paths against its CPU path on one real frame, at two sizes."""
+    import cv2
+
+    from engine.segmenter import Segmenter
+
+    results: dict = {"auto": Segmenter(checkpoint).description}
+    for size in ((360, 480), (720, 960)):
+        frame = cv2.resize(cv2.imread(str(frame_path)), size[::-1])
+        reference = Segmenter(checkpoint, backend="torch", device="cpu").predict(frame)
+        for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
+            segmenter = Segmenter(checkpoint, backend="torch", device=device, precision=precision)
+            labels = segmenter.predict(frame)
+            stages = []
+            for _ in range(50):
+                segmenter.predict(frame)
+                stages.append(segmenter.timings)
+            results[f"{size[0]}x{size[1]} {precision}"] = {
+                "agreement_with_cpu_fp32": float((labels == reference).mean()),
+                "median_ms": {
+                    stage: float(np.median([getattr(t, stage) for t in stages]))
+                    for stage in ("preprocess", "inference", "postprocess")
+                },
+                "description": segmenter.description,
+            }
+    return results
+
+
+def gpu_bench(weights: Path) -> dict:
+    from engine.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
+
+    return run_bench(VARIANTS, (*DEFAULT_SIZES, LARGE_SIZE), {"slim": weights}, rounds=100, cpu=False)
+
+
+def train_command(
+    variant: str, data: Path, output: Path, budget_minutes: float, workers: int, device: str
+) -> list[str]:
+    arguments = [variant, data, output, budget_minutes, workers, device]
+    return [sys.executable, __file__, "train", *map(str, arguments)]
+
+
+def train(variant: str, data: str, output: str, budget_minutes: str, workers: str, device: str) -> None:
+    """One training process (run by the main script, one per variant)."""
+    from engine.train import TrainConfig, Trainer
+
+    config = TrainConfig(
+        variant=variant,
+        dataset="camvid",
+        data_root=data,
+        train_split="train+val",
+        val_split="",  # CamVid test stays behind: evaluated on the CPU side from the real PNGs
+        output=output,
+        iters=100000,  # an upper bound: the time budget sets the schedule
+        batch_size=16,
+        crop_size=(360, 480),
+        warmup_iters=300,
+        workers=int(workers),
+        log_interval=50,
+        eval_interval=0,
+        checkpoint_interval=10**9,
+        budget_minutes=float(budget_minutes),
+        max_minutes=float(budget_minutes) + 0.25,  # a hard stop should the probe have been optimistic
+        device=device,
+    )
+    Trainer(config).run()
+
+
+def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
+    """Write `weights` as float16 safetensors (metadata kept), cut into parts of PART_BYTES."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(weights), "pt") as source:
+        metadata = source.metadata()
+        tensors = {key: source.get_tensor(key) for key in source.keys()}  # noqa: SIM118 - a safe_open handle is not iterable
+    half = {key: (t.half() if t.is_floating_point() else t) for key, t in tensors.items()}
+    blob = save(half, metadata=metadata)
+    names = []
+    for index in range(0, len(blob), PART_BYTES):
+        part = out / f"{name}.fp16.safetensors.part{index // PART_BYTES}"
+        part.write_bytes(blob[index : index + PART_BYTES])
+        names.append(part.name)
+    return names
+
+
+def join(parts_folder: Path, name: str, output: Path) -> None:
+    """Back on the CPU side: join the parts, restore float32, keep the metadata."""
+    from safetensors.torch import load, save_file
+
+    parts = sorted(parts_folder.glob(f"{name}.fp16.safetensors.part*"), key=lambda p: int(p.suffix[5:]))
+    blob = b"".join(p.read_bytes() for p in parts)
+    # safetensors layout: 8-byte little-endian header length, then the JSON header.
+    header_length = int.from_bytes(blob[:8], "little")
+    metadata = json.loads(blob[8 : 8 + header_length]).get("__metadata__")
+    tensors = {k: (t.float() if t.is_floating_point() else t) for k, t in load(blob).items()}
+    save_file(tensors, str(output), metadata=metadata)
+    print(f"wrote {output} from {len(parts)} part(s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=540, help="all of it, packing included")
+    parser.add_argument("--weights", type=Path, default=Path("weights/rtformer-slim-camvid.safetensors"))
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script on any machine")
+    args = parser.parse_args()
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {}
+
+    def save_report() -> None:
+        (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    def attempt(key: str, work) -> None:
+        began = time.monotonic()
+        try:
+            report[key] = work()
+        except Exception:  # one failed check must not cost the others
+            report[key + "_error"] = traceback.format_exc()
+            print(report[key + "_error"], flush=True)
+        report.setdefault("seconds", {})[key] = round(time.monotonic() - began, 1)
+        save_report()
+        print(f"{key}: done in {report['seconds'][key]} s", flush=True)
+
+    attempt("environment", environment)
+    frame = sorted((args.data / "train").iterdir())[0]
+    attempt("segmenter", lambda: segmenter_checks(args.weights, frame, args.device))
+    attempt("bench", lambda: gpu_bench(args.weights))
+
+    runs = Path("/tmp/gpu-runs")
+    budget_s = args.seconds - (time.monotonic() - started) - SHUTDOWN_MARGIN_S - STARTUP_S
+    workers = max(1, ((os.cpu_count() or 2) - len(VARIANTS)) // len(VARIANTS))
+    report["training"] = {"budget_minutes": budget_s / 60, "workers_each": workers}
+    save_report()
+    processes = {}
+    for variant in VARIANTS:
+        log = open(runs.with_name(f"gpu-train-{variant}.txt"), "w")  # noqa: SIM115 - closed with the process
+        processes[variant] = subprocess.Popen(
+            train_command(variant, args.data, runs / variant, budget_s / 60, workers, args.device),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = started + args.seconds - SHUTDOWN_MARGIN_S / 3  # past the hard stop: kill only a hung one
+    for variant, process in processes.items():
+        try:
+            process.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+        report["training"][variant] = {"returncode": process.returncode}
+        weights = runs / variant / "last.safetensors"
+        if weights.is_file():
+            report["training"][variant]["parts"] = half_precision_parts(weights, args.out, variant)
+    save_report()
+    with tarfile.open(args.out / "logs.tar.gz", "w:gz") as archive:
+        for variant in VARIANTS:
+            for path in (runs.with_name(f"gpu-train-{variant}.txt"), runs / variant / "log.jsonl"):
+                if path.is_file():
+                    archive.add(path, arcname=f"{variant}-{path.name}")
+    print(json.dumps(report.get("training"), indent=2))
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "train":
+        train(*sys.argv[2:8])
+    elif len(sys.argv) > 1 and sys.argv[1] == "join":
+        join(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    else:
+        main()
