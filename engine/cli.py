@@ -48,14 +48,16 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from engine.train import TrainConfig, Trainer
+    from engine.train import Trainer
 
-    config = TrainConfig()
-    if args.config:
-        config = config.replace(**TrainConfig.from_file(args.config))
-    overrides = {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name, None) is not None}
-    config = config.replace(**overrides)
-    Trainer(config).run()
+    Trainer(config_from_args(args)).run()
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from engine.pretrain import pretrain
+
+    metrics = pretrain(config_from_args(args))
+    print(json.dumps(metrics))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -142,15 +144,14 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (defaults in the help), plus --config FILE."""
+def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One option per field of the config dataclass (defaults in the help), plus --config FILE;
+    the parsed values are gathered by `config_from_args`."""
     import dataclasses
 
-    from engine.train import TrainConfig
-
-    defaults = TrainConfig()
-    parser.add_argument("--config", help="a .toml or .json file of TrainConfig fields")
-    for spec in dataclasses.fields(TrainConfig):
+    defaults = config_class()
+    parser.add_argument("--config", help=f"a .toml or .json file of {config_class.__name__} fields")
+    for spec in dataclasses.fields(config_class):
         default = getattr(defaults, spec.name)
         option = "--" + spec.name.replace("_", "-")
         help_text = f"default: {default!r}"
@@ -163,13 +164,26 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(option, type=json.loads, default=None, help=help_text + " (JSON)")
         else:
             parser.add_argument(option, type=type(default), default=None, help=help_text)
-        TRAIN_FIELDS.append(spec.name)
+    parser.set_defaults(config_class=config_class)
 
 
-TRAIN_FIELDS: list[str] = []
+def config_from_args(args: argparse.Namespace):
+    """The config: defaults, then the --config file, then each option given."""
+    import dataclasses
+
+    from engine.train import read_config_file
+
+    config = args.config_class()
+    if args.config:
+        config = config.replace(**read_config_file(args.config))
+    names = [spec.name for spec in dataclasses.fields(args.config_class)]
+    return config.replace(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.pretrain import PretrainConfig
+    from engine.train import TrainConfig
+
     parser = argparse.ArgumentParser(prog="rtformer", description="RTFormer Studio engine")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -188,8 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     train = commands.add_parser("train", help="train RTFormer (official recipe by default)")
-    add_train_options(train)
+    add_config_options(train, TrainConfig)
     train.set_defaults(run=cmd_train)
+
+    pretrain = commands.add_parser(
+        "pretrain", help="pre-train the backbone on ImageNet-style classification (a folder per class)"
+    )
+    add_config_options(pretrain, PretrainConfig)
+    pretrain.set_defaults(run=cmd_pretrain)
 
     evaluation = commands.add_parser("eval", help="evaluate a checkpoint (mIoU, per-class IoU)")
     evaluation.add_argument("checkpoint")

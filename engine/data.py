@@ -304,21 +304,26 @@ class TrainTransform:
         ]
 
     def distort_colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if not self.jitter:
-            return np.ascontiguousarray(image)
-        low, high = 1 - self.jitter, 1 + self.jitter
-        out = image.astype(np.float32)
-        for kind in rng.permutation(3):
-            factor = np.float32(rng.uniform(low, high))
-            if kind == 0:  # brightness
-                out = out * factor
-            elif kind == 1:  # contrast, around the mean grey level
-                grey = out.mean(axis=2).mean()
-                out = (out - grey) * factor + grey
-            else:  # saturation, around each pixel's grey value
-                grey = out @ np.asarray([0.299, 0.587, 0.114], np.float32)
-                out = (out - grey[..., None]) * factor + grey[..., None]
-        return np.clip(out, 0, 255).astype(np.uint8)
+        return distort_colour(image, rng, self.jitter)
+
+
+def distort_colour(image: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """Brightness, contrast and saturation, each by a factor in [1-jitter, 1+jitter], in random order."""
+    if not jitter:
+        return np.ascontiguousarray(image)
+    low, high = 1 - jitter, 1 + jitter
+    out = image.astype(np.float32)
+    for kind in rng.permutation(3):
+        factor = np.float32(rng.uniform(low, high))
+        if kind == 0:  # brightness
+            out = out * factor
+        elif kind == 1:  # contrast, around the mean grey level
+            grey = out.mean(axis=2).mean()
+            out = (out - grey) * factor + grey
+        else:  # saturation, around each pixel's grey value
+            grey = out @ np.asarray([0.299, 0.587, 0.114], np.float32)
+            out = (out - grey[..., None]) * factor + grey[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- sampling

@@ -526,7 +526,9 @@ class RTFormer(nn.Module):
         )
         self.reset_parameters()
 
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone: x (N, in_channels, H, W) -> (fused (N, 4c, H/8, W/8): the high-resolution
+        branch with the DAPPM context, x3_high (N, 2c, H/8, W/8): what the aux head sees)."""
         self.check_input(x)
         x1 = self.layer1(self.stem(x))
         x2 = self.layer2(F.relu(x1))
@@ -537,7 +539,11 @@ class RTFormer(nn.Module):
         x5_high, x5 = self.block5(F.relu(x4_high), F.relu(x4))
 
         context = resize(self.dappm(x5), x5_high)
-        logits = self.head(torch.cat([x5_high, context], dim=1))
+        return torch.cat([x5_high, context], dim=1), x3_high
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        fused, x3_high = self.encode(x)
+        logits = self.head(fused)
         logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
         if self.training and self.aux_head is not None:
             aux_logits = F.interpolate(

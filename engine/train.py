@@ -88,13 +88,6 @@ class TrainConfig:
     pretrained_backbone: str = ""  # a checkpoint whose matching tensors initialise the model
     resume: bool = False
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> dict:
-        """Field values from a .toml or .json file (validated by `replace`)."""
-        path = Path(path)
-        text = path.read_text()
-        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-
     def replace(self, **values) -> TrainConfig:
         known = {f.name: f for f in dataclasses.fields(self)}
         for key in values:
@@ -104,6 +97,13 @@ class TrainConfig:
             if key in values:
                 values[key] = tuple(values[key])
         return dataclasses.replace(self, **values)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Field values from a .toml or .json file (validated by the config's `replace`)."""
+    path = Path(path)
+    text = path.read_text()
+    return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
