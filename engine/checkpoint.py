@@ -113,8 +113,9 @@ class CheckpointInfo:
         return info
 
 
-def save_checkpoint(path: str | Path, model: RTFormer, info: CheckpointInfo) -> Path:
-    """Write the model's weights and `info` as one safetensors file."""
+def save_checkpoint(path: str | Path, model: RTFormer, info: CheckpointInfo, half: bool = False) -> Path:
+    """Write the model's weights and `info` as one safetensors file; `half` stores the
+    floating-point tensors as float16 (half the size; loading restores float32)."""
     if info.config != model.config:
         raise ValueError("CheckpointInfo.config differs from the model's config")
     path = Path(path)
@@ -124,6 +125,8 @@ def save_checkpoint(path: str | Path, model: RTFormer, info: CheckpointInfo) -> 
         for name, tensor in model.state_dict().items()
         if not name.endswith(SKIPPED_BUFFERS)
     }
+    if half:
+        tensors = {name: t.half() if t.is_floating_point() else t for name, t in tensors.items()}
     save_file(tensors, str(path), metadata=info.to_metadata())
     return path
 

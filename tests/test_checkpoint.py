@@ -37,6 +37,21 @@ def test_round_trip_gives_the_same_logits(saved):
         torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
 
 
+def test_half_storage_halves_the_file_and_loads_as_float32(saved, tmp_path):
+    model, path = saved
+    info = read_checkpoint_info(path)
+    half = save_checkpoint(tmp_path / "half.safetensors", model, info, half=True)
+    assert half.stat().st_size < 0.55 * path.stat().st_size
+    loaded, loaded_info = load_checkpoint(half)
+    assert loaded_info == info
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    images = torch.randn(1, 3, 96, 128)
+    with torch.inference_mode():
+        full, rounded = model(images), loaded(images)
+    assert (full.argmax(1) == rounded.argmax(1)).float().mean() > 0.99
+    torch.testing.assert_close(rounded, full, rtol=0.05, atol=0.05)
+
+
 def test_metadata_describes_the_model(saved):
     _, path = saved
     info = read_checkpoint_info(path)

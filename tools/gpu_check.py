@@ -4,7 +4,8 @@ time-boxed training of RTFormer-Slim and RTFormer-Base side by side.
 Run from the repository root on the GPU machine, with CamVid packed beside the code
 (the machine reaches nothing else; PyAV is not needed on this path):
 
-    python3 tools/gpu_check.py --data .gpu/CamVid --out $OUT --seconds 540
+    python tools/gpu_check.py pack ../shared/data/CamVid .gpu/CamVid   # here, once
+    python3 tools/gpu_check.py --data .gpu/CamVid --out $OUT --seconds 540  # there
 
 Everything lands in --out in at most 8 files of at most 15 MiB each (the device
 tool's limits): gpu_report.json, logs.tar.gz, and each trained model as float16
@@ -85,13 +86,15 @@ def gpu_bench(weights: Path) -> dict:
 
 
 def train_command(
-    variant: str, data: Path, output: Path, budget_minutes: float, workers: int, device: str
+    variant: str, data: Path, output: Path, budget_minutes: float, workers: int, device: str, tuning: dict
 ) -> list[str]:
-    arguments = [variant, data, output, budget_minutes, workers, device]
+    arguments = [variant, data, output, budget_minutes, workers, device, json.dumps(tuning)]
     return [sys.executable, __file__, "train", *map(str, arguments)]
 
 
-def train(variant: str, data: str, output: str, budget_minutes: str, workers: str, device: str) -> None:
+def train(
+    variant: str, data: str, output: str, budget_minutes: str, workers: str, device: str, tuning: str
+) -> None:
     """One training process (run by the main script, one per variant)."""
     from engine.train import TrainConfig, Trainer
 
@@ -105,7 +108,6 @@ def train(variant: str, data: str, output: str, budget_minutes: str, workers: st
         iters=100000,  # an upper bound: the time budget sets the schedule
         batch_size=16,
         crop_size=(360, 480),
-        warmup_iters=300,
         workers=int(workers),
         log_interval=50,
         eval_interval=0,
@@ -114,7 +116,7 @@ def train(variant: str, data: str, output: str, budget_minutes: str, workers: st
         max_minutes=float(budget_minutes) + 0.25,  # a hard stop should the probe have been optimistic
         device=device,
     )
-    Trainer(config).run()
+    Trainer(config.replace(**json.loads(tuning))).run()
 
 
 def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
@@ -149,6 +151,30 @@ def join(parts_folder: Path, name: str, output: Path) -> None:
     print(f"wrote {output} from {len(parts)} part(s)")
 
 
+def pack(source: Path, target: Path, quality: int = 92) -> None:
+    """CamVid's train and val splits with JPEG images (labels as they are), small enough to
+    travel with the code (the device tool carries 64 MiB in all)."""
+    import shutil
+
+    import cv2
+
+    for split in ("train", "val"):
+        lines = []
+        for line in (source / f"{split}.txt").read_text().split("\n"):
+            if not line.strip():
+                continue
+            image, label = (source / field.lstrip("/") for field in line.split())
+            jpeg = target / split / (image.stem + ".jpg")
+            copied = target / f"{split}annot" / label.name
+            jpeg.parent.mkdir(parents=True, exist_ok=True)
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(jpeg), cv2.imread(str(image)), [cv2.IMWRITE_JPEG_QUALITY, quality])
+            shutil.copy(label, copied)
+            lines.append(f"{split}/{jpeg.name} {split}annot/{copied.name}")
+        (target / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    print(f"packed {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
@@ -156,6 +182,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=540, help="all of it, packing included")
     parser.add_argument("--weights", type=Path, default=Path("weights/rtformer-slim-camvid.safetensors"))
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script on any machine")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--no-checks", action="store_true", help="train only: no CUDA checks or bench")
+    parser.add_argument(
+        "--init-from", type=Path, help="a folder of <variant>.fp16.safetensors.part* to fine-tune from"
+    )
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--warmup-iters", type=int, default=300)
     args = parser.parse_args()
     started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -176,20 +209,29 @@ def main() -> None:
         print(f"{key}: done in {report['seconds'][key]} s", flush=True)
 
     attempt("environment", environment)
-    frame = sorted((args.data / "train").iterdir())[0]
-    attempt("segmenter", lambda: segmenter_checks(args.weights, frame, args.device))
-    attempt("bench", lambda: gpu_bench(args.weights))
+    if not args.no_checks:
+        frame = sorted((args.data / "train").iterdir())[0]
+        attempt("segmenter", lambda: segmenter_checks(args.weights, frame, args.device))
+        attempt("bench", lambda: gpu_bench(args.weights))
 
     runs = Path("/tmp/gpu-runs")
     budget_s = args.seconds - (time.monotonic() - started) - SHUTDOWN_MARGIN_S - STARTUP_S
-    workers = max(1, ((os.cpu_count() or 2) - len(VARIANTS)) // len(VARIANTS))
+    workers = max(1, ((os.cpu_count() or 2) - len(args.variants)) // len(args.variants))
     report["training"] = {"budget_minutes": budget_s / 60, "workers_each": workers}
     save_report()
     processes = {}
-    for variant in VARIANTS:
+    for variant in args.variants:
+        tuning: dict = {"warmup_iters": args.warmup_iters}
+        if args.lr:
+            tuning["lr"] = args.lr
+        if args.init_from:
+            start = Path("/tmp") / f"init-{variant}.safetensors"
+            join(args.init_from, variant, start)
+            tuning["pretrained_backbone"] = str(start)
+        report["training"][f"{variant}_settings"] = tuning
         log = open(runs.with_name(f"gpu-train-{variant}.txt"), "w")  # noqa: SIM115 - closed with the process
         processes[variant] = subprocess.Popen(
-            train_command(variant, args.data, runs / variant, budget_s / 60, workers, args.device),
+            train_command(variant, args.data, runs / variant, budget_s / 60, workers, args.device, tuning),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -205,7 +247,7 @@ def main() -> None:
             report["training"][variant]["parts"] = half_precision_parts(weights, args.out, variant)
     save_report()
     with tarfile.open(args.out / "logs.tar.gz", "w:gz") as archive:
-        for variant in VARIANTS:
+        for variant in args.variants:
             for path in (runs.with_name(f"gpu-train-{variant}.txt"), runs / variant / "log.jsonl"):
                 if path.is_file():
                     archive.add(path, arcname=f"{variant}-{path.name}")
@@ -215,7 +257,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "train":
-        train(*sys.argv[2:8])
+        train(*sys.argv[2:9])
+    elif len(sys.argv) > 1 and sys.argv[1] == "pack":
+        pack(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "join":
         join(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     else:

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--dataset", default="camvid")
     parser.add_argument("--train-split", default="train+val", help="images for the BN statistics")
+    parser.add_argument("--half", action="store_true", help="store float16 (evaluated as stored)")
     parser.add_argument("--trained-on", help="where it was trained, e.g. 'one NVIDIA H200'")
     parser.add_argument("--training-command", help="the command that trained it, when not `rtformer train`")
     args = parser.parse_args()
@@ -45,6 +46,11 @@ def main() -> None:
     recalibrated = copy.deepcopy(as_trained)
     recalibrate_batchnorm(recalibrated, train_set)
     recalibrated.eval()
+    if args.half:  # evaluate exactly what will be stored
+        for model in (as_trained, recalibrated):
+            model.load_state_dict(
+                {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+            )
     # Which BN statistics to ship is decided on the training images, never on the test split.
     fit = {
         name: evaluate(m, train_set).miou
@@ -86,7 +92,7 @@ def main() -> None:
     shipped = CheckpointInfo.for_classes(
         info.config, class_set(args.dataset), input_size=(360, 480), metrics=metrics, extra=extra
     )
-    save_checkpoint(args.output, model, shipped)
+    save_checkpoint(args.output, model, shipped, half=args.half)
     report.to_json(args.output.with_suffix(".eval.json"))
     plot_curves(args.run / "log.jsonl", args.output.with_suffix(".curves.png"))
     print(
