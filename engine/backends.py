@@ -15,7 +15,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.export import FP32_KIND, INT8_KIND, cache_path, cached_onnx, normalise_frames
-from engine.segmenter import BackendError, Preprocessor, model_input_size
+from engine.segmenter import BackendError, Preprocessor
 
 log = logging.getLogger("rtformer.engine")
 
@@ -70,16 +70,7 @@ class TorchBackend:
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime with providers TensorRT > CUDA > CPU where present; fp32 or INT8.
-
-    The graph on disk has dynamic batch, height and width; each input shape gets its
-    own session with those dimensions fixed (ONNX Runtime then plans memory and
-    kernels for that shape: about 10% faster for Slim at 352x480 on two cores).
-    A video has one shape, so that is one session; past MAX_FIXED_SHAPES shapes
-    (a folder of odd-sized images) the rest share one dynamic session.
-    """
-
-    MAX_FIXED_SHAPES = 4
+    """ONNX Runtime with providers TensorRT > CUDA > CPU where present; fp32 or INT8."""
 
     def __init__(
         self,
@@ -89,41 +80,24 @@ class OnnxRuntimeBackend:
         calibration: str | Path | None = None,
         threads: int | None = None,
         spinning: bool = False,
-        expected_shape: tuple[int, int, int] | None = None,
     ) -> None:
         if precision == "fp16":
             raise BackendError("fp16 runs on PyTorch CUDA; ONNX Runtime here takes fp32 or INT8")
         self.providers = choose_providers(device if precision != "int8" else "cpu")
-        self.path = int8_model(checkpoint, calibration) if precision == "int8" else cached_onnx(checkpoint)
-        self.checkpoint, self.threads, self.spinning = checkpoint, threads, spinning
-        self.sessions: dict[tuple[int, ...] | None, object] = {}
-        # Open one now: a damaged file or a missing provider shows at once, not at the first frame.
-        session = self.session_for(expected_shape)
-        self.input_name = session.get_inputs()[0].name
-        used = session.get_providers()[0].replace("ExecutionProvider", "")
+        path = int8_model(checkpoint, calibration) if precision == "int8" else cached_onnx(checkpoint)
+        self.session = open_session(
+            path, self.providers, threads, spinning, cached=True, checkpoint=checkpoint
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        used = self.session.get_providers()[0].replace("ExecutionProvider", "")
         self.description = f"ONNX Runtime {used} {precision}"
-
-    def session_for(self, shape: tuple[int, ...] | None):
-        """The session for frames of `shape` (batch, height, width); None: the dynamic one."""
-        if shape not in self.sessions and shape is not None and len(self.sessions) >= self.MAX_FIXED_SHAPES:
-            shape = None
-        if shape not in self.sessions:
-            self.sessions[shape] = open_session(
-                self.path,
-                self.providers,
-                self.threads,
-                self.spinning,
-                cached=True,
-                checkpoint=self.checkpoint,
-                fixed_shape=shape,
-            )
-        return self.sessions[shape]
+        self.path = path
 
     def prepare(self, preprocessor: Preprocessor, frame: np.ndarray) -> np.ndarray:
         return preprocessor.resize(frame)[None]  # (1, h, w, 3) uint8: the graph normalises
 
     def infer(self, blob: np.ndarray) -> torch.Tensor:
-        (logits,) = self.session_for(blob.shape[:3]).run(None, {self.input_name: blob})
+        (logits,) = self.session.run(None, {self.input_name: blob})
         return torch.from_numpy(logits)
 
 
@@ -138,11 +112,7 @@ def choose_providers(device: str) -> list[str]:
     return wanted
 
 
-# The names export_onnx gives the dynamic dimensions of its input.
-DYNAMIC_DIMENSIONS = ("batch", "height", "width")
-
-
-def session_options(threads: int | None, spinning: bool, fixed_shape: tuple[int, ...] | None = None):
+def session_options(threads: int | None, spinning: bool):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -150,11 +120,9 @@ def session_options(threads: int | None, spinning: bool, fixed_shape: tuple[int,
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     # Spinning worker threads steal the CPU from capture, GUI and encoder threads.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    # Smaller work blocks balance the threads better on this model's small tensors
-    # (about 7% faster for Slim at 360x480 on two cores; 2 to 8 measured alike).
+    # Smaller work blocks balance the two threads better on this model's small tensors:
+    # Slim at 360x480 on two cores, 43.0 -> 40.1-40.3 ms in three interleaved runs (2 to 8 alike).
     options.add_session_config_entry("session.dynamic_block_base", "4")
-    for name, size in zip(DYNAMIC_DIMENSIONS, fixed_shape or (), strict=False):
-        options.add_free_dimension_override_by_name(name, int(size))
     options.log_severity_level = 3
     return options
 
@@ -166,24 +134,20 @@ def open_session(
     spinning: bool = False,
     cached: bool = False,
     checkpoint: Path | None = None,
-    fixed_shape: tuple[int, ...] | None = None,
 ):
-    """An InferenceSession, for inputs of `fixed_shape` (batch, height, width) when given;
-    a damaged file is reported clearly, and a damaged cache file is exported again once."""
+    """An InferenceSession; a damaged file is reported clearly, and a damaged cache
+    file is exported again once."""
     import onnxruntime as ort
 
-    options = session_options(threads, spinning, fixed_shape)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), session_options(threads, spinning), providers=providers)
     except FileNotFoundError:
         raise BackendError(f"ONNX model not found: {path}") from None
     except Exception as error:  # ORT raises its own pybind error types
         if cached and checkpoint is not None and path.name.endswith(f".{FP32_KIND}.onnx"):
             log.warning("cached ONNX model %s is damaged (%s); exporting again", path, _first_line(error))
             path.unlink(missing_ok=True)
-            return open_session(
-                cached_onnx(checkpoint), providers, threads, spinning, fixed_shape=fixed_shape
-            )
+            return open_session(cached_onnx(checkpoint), providers, threads, spinning)
         raise BackendError(f"ONNX Runtime cannot load {path}: {_first_line(error)}") from None
 
 
@@ -215,12 +179,7 @@ def create_backend(segmenter, backend: str, device: str, precision: str, calibra
     if backend == "torch":
         chosen = TorchBackend(segmenter.checkpoint, device, precision, threads)
     else:
-        # Frames the size the checkpoint was made for are the likely ones: their session opens now.
-        size = segmenter.input_size
-        expected = (1, *model_input_size(size, size)) if size else None
-        chosen = OnnxRuntimeBackend(
-            segmenter.checkpoint, device, precision, calibration, threads, expected_shape=expected
-        )
+        chosen = OnnxRuntimeBackend(segmenter.checkpoint, device, precision, calibration, threads)
     log.info("backend: %s", chosen.description)
     return chosen
 

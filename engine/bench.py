@@ -99,15 +99,12 @@ def model_runners(
 
     runners = {}
     if cpu:
-        # As the Segmenter runs it: the session's dimensions fixed to the frames' shape.
-        fp32 = open_session(
-            cached_onnx(checkpoint), ["CPUExecutionProvider"], threads, fixed_shape=frames.shape[:3]
-        )
+        fp32 = open_session(cached_onnx(checkpoint), ["CPUExecutionProvider"], threads)
         runners["torch eager fp32"] = torch_eager
         runners["onnxruntime fp32"] = lambda: fp32.run(None, {"frames": frames})
     if cpu and calibration is not None:
         int8_path = quantize_checkpoint(checkpoint, calibration, output=checkpoint.with_suffix(".int8.onnx"))
-        int8 = open_session(int8_path, ["CPUExecutionProvider"], threads, fixed_shape=frames.shape[:3])
+        int8 = open_session(int8_path, ["CPUExecutionProvider"], threads)
         runners["onnxruntime int8"] = lambda: int8.run(None, {"frames": frames})
     if torch.cuda.is_available():
         runners.update(cuda_runners(model, blob))

@@ -91,26 +91,6 @@ def test_onnxruntime_matches_torch_and_caches_the_export(checkpoint, caplog):
     assert cached.stat().st_mtime_ns == modified  # reused, not exported again
 
 
-def test_onnxruntime_fixes_each_shape_and_shares_a_dynamic_session_past_the_limit(checkpoint):
-    segmenter = Segmenter(checkpoint, backend="onnxruntime", device="cpu")
-    backend = segmenter.backend
-    expected = (1, *model_input_size(segmenter.input_size, segmenter.input_size))
-    assert list(backend.sessions) == [expected]  # opened up front, for the checkpoint's own size
-    reference = Segmenter(checkpoint, backend="torch", device="cpu")
-    # Frame aspect ratios that map to five different model input sizes.
-    sizes = [(120, 160), (90, 160), (160, 160), (160, 90), (64, 256), (256, 64)]
-    model_sizes = {model_input_size(size, segmenter.input_size) for size in sizes}
-    assert len(model_sizes - {expected[1:]}) >= backend.MAX_FIXED_SHAPES
-    for height, width in sizes:
-        frame = synthetic_frame(height, width, seed=height)
-        assert (segmenter.predict(frame) == reference.predict(frame)).mean() > 0.999
-    fixed = [shape for shape in backend.sessions if shape is not None]
-    assert len(fixed) == backend.MAX_FIXED_SHAPES and None in backend.sessions
-    for shape in fixed:
-        assert backend.sessions[shape].get_inputs()[0].shape[:3] == list(shape)
-    assert backend.sessions[None].get_inputs()[0].shape[1] == "height"  # still dynamic
-
-
 def test_auto_picks_onnxruntime_on_a_cpu_machine(checkpoint):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
