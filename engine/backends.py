@@ -59,14 +59,19 @@ class TorchBackend:
         return preprocessor(frame)
 
     @torch.inference_mode()
-    def infer(self, blob) -> torch.Tensor:
+    def infer(self, blob, labels: bool = False) -> torch.Tensor:
+        """Logits (N, C, h, w); with `labels` on CUDA, the argmax (N, h, w) uint8 taken on the
+        device, so only the labels cross to the host (on the CPU, postprocessing takes it)."""
         if blob.dtype == np.uint8:  # resized BGR frames (N, h, w, 3): normalise on the device
             frames = torch.from_numpy(blob).to(self.device, non_blocking=True)
             images = normalise_frames(frames, self.mean, self.std)
         else:
             images = torch.from_numpy(blob).to(self.device, self.dtype)
         images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images).float()
+        logits = self.model(images)
+        if labels and self.device.type == "cuda":
+            return logits.argmax(1).to(torch.uint8)
+        return logits.float()
 
 
 class OnnxRuntimeBackend:
@@ -96,9 +101,10 @@ class OnnxRuntimeBackend:
     def prepare(self, preprocessor: Preprocessor, frame: np.ndarray) -> np.ndarray:
         return preprocessor.resize(frame)[None]  # (1, h, w, 3) uint8: the graph normalises
 
-    def infer(self, blob: np.ndarray) -> torch.Tensor:
-        (logits,) = self.session.run(None, {self.input_name: blob})
-        return torch.from_numpy(logits)
+    def infer(self, blob: np.ndarray, labels: bool = False) -> torch.Tensor:
+        """Logits (N, C, h, w), or with `labels` the graph's own argmax (N, h, w) uint8."""
+        (output,) = self.session.run(["labels" if labels else "logits"], {self.input_name: blob})
+        return torch.from_numpy(output)
 
 
 def choose_providers(device: str) -> list[str]:

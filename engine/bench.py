@@ -101,11 +101,11 @@ def model_runners(
     if cpu:
         fp32 = open_session(cached_onnx(checkpoint), ["CPUExecutionProvider"], threads)
         runners["torch eager fp32"] = torch_eager
-        runners["onnxruntime fp32"] = lambda: fp32.run(None, {"frames": frames})
+        runners["onnxruntime fp32"] = lambda: fp32.run(["logits"], {"frames": frames})
     if cpu and calibration is not None:
         int8_path = quantize_checkpoint(checkpoint, calibration, output=checkpoint.with_suffix(".int8.onnx"))
         int8 = open_session(int8_path, ["CPUExecutionProvider"], threads)
-        runners["onnxruntime int8"] = lambda: int8.run(None, {"frames": frames})
+        runners["onnxruntime int8"] = lambda: int8.run(["logits"], {"frames": frames})
     if torch.cuda.is_available():
         runners.update(cuda_runners(model, blob))
     return runners
@@ -139,7 +139,7 @@ def end_to_end(checkpoint: Path, video: Path, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         report = segment_video(segmenter, video, Path(scratch) / "out.mp4", progress=False)
     inputs = np.random.default_rng(0).integers(0, 256, (1, *segmenter.preprocessor.size, 3), dtype=np.uint8)
-    times = interleaved({"model": lambda: segmenter.backend.infer(inputs)}, rounds=60)["model"]
+    times = interleaved({"model": lambda: segmenter.backend.infer(inputs, labels=True)}, rounds=60)["model"]
     model_fps = 1000 / statistics.median(times)
     stages = report.stage_ms
     return {

@@ -13,16 +13,19 @@ from engine.rtformer import RTFormer
 
 DEFAULT_OPSET = 17
 # Cached deployment graphs take frames, not normalised tensors (see FramesToLogits).
-FP32_KIND, INT8_KIND = "frames-fp32", "frames-int8"
+# Part of the cache file names: a new graph layout gets new names, so old caches are not reused.
+FP32_KIND, INT8_KIND = "deploy-fp32", "deploy-int8"
 log = logging.getLogger("rtformer.engine")
 
 
 class FramesToLogits(torch.nn.Module):
-    """The deployment graph: BGR uint8 frames (N, H, W, 3) in, logits out.
+    """The deployment graph: BGR uint8 frames (N, H, W, 3) in; logits and labels out.
 
     Colour order, layout and ImageNet normalisation run inside the graph, so the
     runtime does them vectorised on all its threads and the Python side only
-    resizes. frames: (N, H, W, 3) uint8 -> logits (N, classes, H, W)
+    resizes. The argmax runs inside too: the fast path asks for the small uint8
+    labels alone and never copies the logits out of the runtime.
+    frames: (N, H, W, 3) uint8 -> logits (N, classes, H, W) float, labels (N, H, W) uint8
     """
 
     def __init__(self, model: RTFormer, mean, std) -> None:
@@ -31,8 +34,9 @@ class FramesToLogits(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.model(normalise_frames(frames, self.mean, self.std))
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(normalise_frames(frames, self.mean, self.std))
+        return logits, logits.argmax(1).to(torch.uint8)
 
 
 def normalise_frames(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -51,9 +55,9 @@ def export_onnx(
 ) -> Path:
     """Export `model` (eval mode) to `path`; N, H and W are dynamic.
 
-    Default: input "images" (N, 3, H, W) float32, normalised. With
-    `normalisation=(mean, std)`: input "frames" (N, H, W, 3) uint8 BGR (FramesToLogits).
-    Output "logits" (N, classes, H, W).
+    Default: input "images" (N, 3, H, W) float32, normalised; output "logits"
+    (N, classes, H, W). With `normalisation=(mean, std)`: input "frames" (N, H, W, 3)
+    uint8 BGR, outputs "logits" and "labels" (N, H, W) uint8 (FramesToLogits).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +66,12 @@ def export_onnx(
     network: torch.nn.Module = model
     sample = torch.zeros(1, model.config.in_channels, *sample_size)
     name, dynamic = "images", {0: "batch", 2: "height", 3: "width"}
+    outputs = {"logits": {0: "batch", 2: "height", 3: "width"}}
     if normalisation is not None:
         network = FramesToLogits(model, *normalisation).eval()
         sample = torch.zeros(1, *sample_size, 3, dtype=torch.uint8)
         name, dynamic = "frames", {0: "batch", 1: "height", 2: "width"}
+        outputs["labels"] = dynamic
     try:
         with torch.inference_mode():
             torch.onnx.export(
@@ -73,8 +79,8 @@ def export_onnx(
                 (sample,),
                 str(path),
                 input_names=[name],
-                output_names=["logits"],
-                dynamic_axes={name: dynamic, "logits": {0: "batch", 2: "height", 3: "width"}},
+                output_names=list(outputs),
+                dynamic_axes={name: dynamic, **outputs},
                 opset_version=opset,
                 do_constant_folding=True,
                 # The TorchScript exporter: the dynamo one needs onnxscript and

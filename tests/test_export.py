@@ -48,8 +48,10 @@ def test_deployment_graph_normalises_frames_inside(tmp_path):
     path = export_onnx(model, tmp_path / "frames.onnx", normalisation=(IMAGENET_MEAN, IMAGENET_STD))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     frames = np.random.default_rng(1).integers(0, 256, (2, 96, 160, 3), dtype=np.uint8)
-    (logits,) = session.run(None, {"frames": frames})
+    logits, labels = session.run(["logits", "labels"], {"frames": frames})
     images = torch.stack([normalize(frame[..., ::-1]) for frame in frames])  # BGR -> RGB
     with torch.inference_mode():
         expected = model(images).numpy()
     assert np.abs(logits - expected).max() < 1e-4
+    assert labels.dtype == np.uint8 and labels.shape == (2, 96, 160)
+    assert (labels == expected.argmax(1)).mean() > 0.999  # the graph's argmax, in uint8

@@ -39,12 +39,12 @@ def main() -> None:
     frame = np.zeros((*args.size, 3), np.uint8)
     blob = segmenter.backend.prepare(segmenter.preprocessor, frame).copy()
     for _ in range(5):
-        segmenter.backend.infer(blob)
+        segmenter.backend.infer(blob, labels=True)
     times = []
     deadline = time.monotonic() + args.seconds / 2
     while time.monotonic() < deadline:
         started = time.perf_counter()
-        segmenter.backend.infer(blob)
+        segmenter.backend.infer(blob, labels=True)
         times.append(time.perf_counter() - started)
     model_fps = 1 / statistics.median(times)
     del segmenter
