@@ -77,7 +77,8 @@ def read_frames(path: str | Path, report: DecodeReport | None = None) -> Iterato
         if not container.streams.video:
             raise VideoError(f"{path} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if stream.codec_context.width * stream.codec_context.height > SMALL_FRAME_PIXELS:
+            stream.thread_type = "AUTO"  # else one thread: less CPU, which inference needs
         fallback_step = 1.0 / float(stream.average_rate or 25)
         try:
             for frame in container.decode(stream):
@@ -97,6 +98,11 @@ def read_frames(path: str | Path, report: DecodeReport | None = None) -> Iterato
             )
         if report.damaged:
             log.warning("%s: decoding stopped after %d frames: %s", path, report.frames, report.error)
+
+
+# Up to this size (720p) one codec thread costs less CPU than several that synchronise:
+# 2.3 vs 2.6 ms a frame to decode the 480x360 demo, 1.5 vs 1.8 ms to encode it.
+SMALL_FRAME_PIXELS = 1280 * 720
 
 
 class VideoWriter:
@@ -143,6 +149,8 @@ class VideoWriter:
         """Add a BGR frame shown at `seconds` (default: frame count / fps)."""
         if not self._opened:  # size is known only from the first frame
             self.stream.height, self.stream.width = frame.shape[0] & ~1, frame.shape[1] & ~1
+            if self.codec in ("libx264", "h264") and frame.shape[0] * frame.shape[1] <= SMALL_FRAME_PIXELS:
+                self.stream.options = {**self.stream.options, "threads": "1"}
             self._opened = True
         if frame.shape[0] != self.stream.height or frame.shape[1] != self.stream.width:
             frame = np.ascontiguousarray(frame[: self.stream.height, : self.stream.width])
