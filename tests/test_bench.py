@@ -3,6 +3,8 @@
 import json
 
 import cv2
+import pytest
+import torch
 
 from engine.bench import interleaved, run_bench
 from engine.cli import main
@@ -49,3 +51,10 @@ def test_bench_cli_writes_json(tmp_path, monkeypatch):
     assert main(["bench", "--variants", "slim", "--rounds", "2", "--threads", "1", "-o", str(output)]) == 0
     report = json.loads(output.read_text())
     assert [r["runner"] for r in report["results"]] == ["torch eager fp32", "onnxruntime fp32"]
+
+
+def test_gpu_only_bench_says_when_there_is_no_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        main(["bench", "--gpu-only", "--variants", "slim"])

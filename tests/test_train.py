@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch.multiprocessing as mp
 from engine.checkpoint import read_checkpoint_info
 from engine.cli import main
 from engine.rtformer import build_model
-from engine.train import TrainConfig, Trainer, learning_rate, load_backbone, read_log
+from engine.train import TrainConfig, Trainer, learning_rate, load_backbone, read_config_file, read_log
 from tests.synthetic import TINY_MODEL, make_folder
 
 
@@ -176,3 +177,11 @@ def test_time_budget_fits_the_schedule_and_survives_resume(data_root, tmp_path):
     assert last_lr < 0.05 * run.config.lr  # decayed over the fitted schedule, not cut off early
     resumed = Trainer(tiny_config(data_root, output, iters=100000, budget_minutes=0.15, resume=True))
     assert resumed.config.iters == run.config.iters
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[1].glob("configs/*.toml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid_training_configs(path):
+    config = TrainConfig().replace(**read_config_file(path))
+    assert config.variant in ("slim", "base") and config.dataset == "camvid"

@@ -96,22 +96,16 @@ def train(
     variant: str, data: str, output: str, budget_minutes: str, workers: str, device: str, tuning: str
 ) -> None:
     """One training process (run by the main script, one per variant)."""
-    from engine.train import TrainConfig, Trainer
+    from engine.train import TrainConfig, Trainer, read_config_file
 
-    config = TrainConfig(
-        variant=variant,
-        dataset="camvid",
+    recipe = read_config_file(Path(__file__).resolve().parents[1] / "configs" / f"{variant}-camvid-gpu.toml")
+    config = TrainConfig().replace(**recipe)
+    config = config.replace(
         data_root=data,
-        train_split="train+val",
         val_split="",  # CamVid test stays behind: evaluated on the CPU side from the real PNGs
         output=output,
-        iters=100000,  # an upper bound: the time budget sets the schedule
-        batch_size=16,
-        crop_size=(360, 480),
         workers=int(workers),
-        log_interval=50,
-        eval_interval=0,
-        checkpoint_interval=10**9,
+        checkpoint_interval=10**9,  # only at the end: the state would not come back anyway
         budget_minutes=float(budget_minutes),
         max_minutes=float(budget_minutes) + 0.25,  # a hard stop should the probe have been optimistic
         device=device,
@@ -188,7 +182,7 @@ def main() -> None:
         "--init-from", type=Path, help="a folder of <variant>.fp16.safetensors.part* to fine-tune from"
     )
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    parser.add_argument("--warmup-iters", type=int, default=300)
+    parser.add_argument("--warmup-iters", type=int, help="default: the recipe's")
     args = parser.parse_args()
     started = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +215,7 @@ def main() -> None:
     save_report()
     processes = {}
     for variant in args.variants:
-        tuning: dict = {"warmup_iters": args.warmup_iters}
+        tuning: dict = {"warmup_iters": args.warmup_iters} if args.warmup_iters else {}
         if args.lr:
             tuning["lr"] = args.lr
         if args.init_from:
