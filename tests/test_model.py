@@ -8,9 +8,9 @@ from engine.rtformer import (
     ATTENTION_KINDS,
     MIN_INPUT_SIZE,
     CrossResolutionAttention,
-    adaptive_max_pool,
     build_model,
     count_parameters,
+    masked_adaptive_max_pool,
     variant_config,
 )
 from tests.conftest import calibrated_model
@@ -127,7 +127,7 @@ def test_unknown_attention_is_refused():
 )
 def test_adaptive_max_pool_matches_torch_for_any_size(height, width, size):
     x = torch.randn(2, 5, height, width)
-    torch.testing.assert_close(adaptive_max_pool(x, size), F.adaptive_max_pool2d(x, size))
+    torch.testing.assert_close(masked_adaptive_max_pool(x, size), F.adaptive_max_pool2d(x, size))
 
 
 def test_cross_resolution_attention_is_the_official_formula():
