@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import engine.train
 from engine.checkpoint import read_checkpoint_info
 from engine.cli import main
 from engine.rtformer import build_model
@@ -162,13 +163,17 @@ def test_batchnorm_recalibration_averages_over_the_dataset(data_root):
     assert model.stem[1].momentum == 0.9 and model.block4.drop_path.rate == 0.2
 
 
-def test_time_budget_fits_the_schedule_and_survives_resume(data_root, tmp_path):
+def test_time_budget_fits_the_schedule_and_survives_resume(data_root, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(data_root, tmp_path / "fit", iters=1000, budget_minutes=1.0))
     # 0.1 s a step and 10 s gone: 50 s left of the minute buys 500 more steps.
     assert trainer.fit_to_budget({50: 5.0, 150: 15.0}, elapsed_s=10.0).iters == 500
     capped = Trainer(tiny_config(data_root, tmp_path / "cap", iters=100, budget_minutes=1.0))
     assert capped.fit_to_budget({50: 5.0, 150: 15.0}, elapsed_s=10.0).iters == 100
 
+    # The trainer's clock, made to advance 10 ms per reading, so that the fitted schedule
+    # does not depend on how busy this machine is.
+    readings = iter(range(10**9))
+    monkeypatch.setattr(engine.train.time, "monotonic", lambda: next(readings) * 0.01)
     output = tmp_path / "budget"
     run = Trainer(tiny_config(data_root, output, iters=100000, budget_minutes=0.15, eval_interval=0))
     run.run()
