@@ -166,6 +166,7 @@ def run_bench(
     cpu: bool = True,
 ) -> dict:
     results: list[Result] = []
+    reference_runner = REFERENCE_RUNNER if cpu else "torch cuda fp32"
     previous_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as scratch:
         for variant in variants:
@@ -177,7 +178,7 @@ def run_bench(
                 pixels = size[0] * size[1] / (360 * 480) * (4 if variant == "base" else 1)
                 # GPU runs take milliseconds: enough rounds for a stable median whatever the size.
                 times = interleaved(runners, rounds=max(5, int(rounds / pixels)) if cpu else rounds)
-                reference = 1000 / statistics.median(times[REFERENCE_RUNNER if cpu else "torch cuda fp32"])
+                reference = 1000 / statistics.median(times[reference_runner])
                 for name, values in times.items():
                     fps = 1000 / statistics.median(values)
                     results.append(
@@ -204,7 +205,7 @@ def run_bench(
     return {
         "machine": machine_description(),
         "threads": threads,
-        "reference_runner": REFERENCE_RUNNER if cpu else "torch cuda fp32",
+        "reference_runner": reference_runner,
         "results": [asdict(r) for r in results],
         "end_to_end": e2e,
     }

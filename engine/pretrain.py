@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from engine.data import IMAGE_SUFFIXES, DatasetError, distort_colour, normalize, read_image
 from engine.rtformer import RTFormer, variant_config
-from engine.train import amp_dtype, pick_device
+from engine.train import amp_dtype, pick_device, replace_config, save_atomically
 
 CLASSIFIER_PREFIX = "classifier."
 STATE_FILE = "pretrain_state.pt"
@@ -191,11 +191,7 @@ class PretrainConfig:
     resume: bool = False
 
     def replace(self, **values) -> PretrainConfig:
-        known = {f.name for f in dataclasses.fields(self)}
-        for key in values:
-            if key not in known:
-                raise ValueError(f"unknown pre-training option {key!r}")
-        return dataclasses.replace(self, **values)
+        return replace_config(self, values, "pre-training")
 
 
 def cosine_rate(config: PretrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -290,8 +286,7 @@ def pretrain(config: PretrainConfig) -> dict:
             "scaler": scaler.state_dict(),
             "epoch": epoch + 1,
         }
-        torch.save(state, output / (STATE_FILE + ".tmp"))
-        (output / (STATE_FILE + ".tmp")).replace(state_path)
+        save_atomically(state, state_path)
     return metrics
 
 

@@ -89,14 +89,24 @@ class TrainConfig:
     resume: bool = False
 
     def replace(self, **values) -> TrainConfig:
-        known = {f.name: f for f in dataclasses.fields(self)}
-        for key in values:
-            if key not in known:
-                raise ValueError(f"unknown training option {key!r}")
-        for key in ("crop_size", "scale_range", "betas"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return dataclasses.replace(self, **values)
+        return replace_config(self, values, "training")
+
+
+def replace_config(config, values: dict, what: str):
+    """`dataclasses.replace` that refuses unknown fields by name and takes lists for tuple
+    fields (TOML, JSON and argparse give lists)."""
+    for key in values:
+        if not hasattr(config, key):
+            raise ValueError(f"unknown {what} option {key!r}")
+    values = {k: tuple(v) if isinstance(getattr(config, k), tuple) else v for k, v in values.items()}
+    return dataclasses.replace(config, **values)
+
+
+def save_atomically(state: dict, path: Path) -> None:
+    """torch.save through a temporary file: a crash never leaves half a file at `path`."""
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -378,9 +388,7 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "config": json.dumps(dataclasses.asdict(self.config)),
             }
-            temporary = self.output / (STATE_FILE + ".tmp")
-            torch.save(state, temporary)
-            temporary.replace(self.output / STATE_FILE)  # atomic: a crash never leaves half a file
+            save_atomically(state, self.output / STATE_FILE)
         self.barrier()
 
     def load_state(self) -> None:

@@ -115,14 +115,11 @@ def train(
 
 def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
     """Write `weights` as float16 safetensors (metadata kept), cut into parts of PART_BYTES."""
-    from safetensors import safe_open
-    from safetensors.torch import save
+    from engine.checkpoint import load_checkpoint, save_checkpoint
 
-    with safe_open(str(weights), "pt") as source:
-        metadata = source.metadata()
-        tensors = {key: source.get_tensor(key) for key in source.keys()}  # noqa: SIM118 - a safe_open handle is not iterable
-    half = {key: (t.half() if t.is_floating_point() else t) for key, t in tensors.items()}
-    blob = save(half, metadata=metadata)
+    model, info = load_checkpoint(weights)
+    half = save_checkpoint(Path("/tmp") / f"{name}.fp16.safetensors", model, info, half=True)
+    blob = half.read_bytes()
     names = []
     for index in range(0, len(blob), PART_BYTES):
         part = out / f"{name}.fp16.safetensors.part{index // PART_BYTES}"
@@ -133,15 +130,12 @@ def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
 
 def join(parts_folder: Path, name: str, output: Path) -> None:
     """Back on the CPU side: join the parts, restore float32, keep the metadata."""
-    from safetensors.torch import load, save_file
+    from engine.checkpoint import load_checkpoint, save_checkpoint
 
     parts = sorted(parts_folder.glob(f"{name}.fp16.safetensors.part*"), key=lambda p: int(p.suffix[5:]))
-    blob = b"".join(p.read_bytes() for p in parts)
-    # safetensors layout: 8-byte little-endian header length, then the JSON header.
-    header_length = int.from_bytes(blob[:8], "little")
-    metadata = json.loads(blob[8 : 8 + header_length]).get("__metadata__")
-    tensors = {k: (t.float() if t.is_floating_point() else t) for k, t in load(blob).items()}
-    save_file(tensors, str(output), metadata=metadata)
+    output.write_bytes(b"".join(p.read_bytes() for p in parts))
+    model, info = load_checkpoint(output)  # float32 model: saving it again restores float32
+    save_checkpoint(output, model, info)
     print(f"wrote {output} from {len(parts)} part(s)")
 
 
