@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -20,16 +21,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from app.crashlog import HOME_VARIABLE, CrashReporter, data_folder
     from app.window import MainWindow
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     application.setApplicationName("RTFormer Studio")
-    window = MainWindow()
+    application.setOrganizationName("RTFormer Studio")
+    reporter = CrashReporter(data_folder())
+    last_session = reporter.start()
+    settings = None
+    if os.environ.get(HOME_VARIABLE):  # a self-contained home: settings live there too
+        settings = QSettings(str(data_folder() / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings)
     window.resize(1280, 760)
     window.show()
+    if last_session:
+        window.show_error(last_session)
     window.start(args.source, args.checkpoint)
     if args.screenshot:
 
@@ -39,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             window.close()
 
         QTimer.singleShot(int(args.seconds * 1000), grab)
-    return application.exec()
+    code = application.exec()
+    reporter.stop()
+    return code
 
 
 if __name__ == "__main__":

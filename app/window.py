@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QImage, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -36,6 +37,9 @@ from app.services import (
     CaptureService,
     InferenceService,
     LatestSlot,
+    LoadedModel,
+    Mailbox,
+    ModelRequest,
     RecorderService,
     Result,
     RollingStats,
@@ -106,13 +110,15 @@ def default_backend() -> BackendChoice:
     return by_label["ONNX Runtime CPU"]
 
 
-class Signals(QObject):
-    """Services call these from their threads; Qt delivers them on the GUI thread."""
-
-    result = Signal(object)
-    error = Signal(str)
-    model = Signal(object)
-    position = Signal(float)
+def read_setting(settings: QSettings, key: str, default, convert=None):
+    """A stored setting converted with `convert` (default: the default's type); the default
+    when it is missing or damaged (a hand-edited or corrupt settings file must not stop the app)."""
+    value = settings.value(key, default)
+    try:
+        return (convert or type(default))(value)
+    except (TypeError, ValueError):
+        log.warning("ignoring the damaged setting %s=%r", key, value)
+        return default
 
 
 class VideoView(QWidget):
@@ -155,27 +161,55 @@ class VideoView(QWidget):
 
 
 class MainWindow(QMainWindow):
+    """The services report into `mailbox` from their threads; `drain_mailbox`, on a QTimer
+    on the GUI thread, hands each item to its handler (see app/services.py's thread rule)."""
+
+    frame_shown = Signal(object)  # a Result, emitted on the GUI thread once it is painted
+
+    MAILBOX_INTERVAL_MS = 5  # at most 5 ms added to a frame's latency; the GUI thread wakes 200/s
+
     def __init__(self, settings: QSettings | None = None, weights: dict[str, Path] | None = None) -> None:
         super().__init__()
         self.setWindowTitle("RTFormer Studio")
         self.settings = settings or QSettings("RTFormer Studio", "RTFormer Studio")
         self.weights = dict(weights or SHIPPED_WEIGHTS)
         self.stats = RollingStats()
-        self.signals = Signals()
+        self.mailbox = Mailbox()
         self.slot = LatestSlot(self.stats)
+        send = self.mailbox.sender
         self.capture = CaptureService(
-            self.slot, self.stats, self.signals.error.emit, self.signals.position.emit
+            self.slot,
+            self.stats,
+            send("error"),
+            send("position", latest=True),
+            on_lost=send("source_lost"),
+            on_status=send("status"),
         )
         self.inference = InferenceService(
-            self.slot, self.stats, self.signals.result.emit, self.signals.error.emit, self.signals.model.emit
+            self.slot,
+            self.stats,
+            send("result", latest=True),
+            send("error"),
+            send("model"),
+            send("load_failed"),
         )
+        self.handlers = {
+            "error": self.show_error,
+            "status": lambda message: self.statusBar().showMessage(message, 5000),
+            "source_lost": self.on_source_lost,
+            "model": self.on_model,
+            "load_failed": self.on_load_failed,
+            "position": self.on_position,
+            "result": self.on_result,
+        }
         self.recorder: RecorderService | None = None
+        self.last_recording: Path | None = None
         self.source: FrameSource | None = None
         self.result: Result | None = None
         self.model_name = ""
         self.checkpoint: Path | None = None
-        self.requested: tuple[Path, str] | None = None  # the model last asked for
-        self.backend_choice = default_backend()
+        self.requested: ModelRequest | None = None  # the model last asked for
+        self.backend_choice = default_backend()  # the active model's backend, once one runs
         self.calibration_frames: list[np.ndarray] = []
         self.results_seen = 0
 
@@ -184,8 +218,17 @@ class MainWindow(QMainWindow):
         self._wire()
         self._restore_settings()
         self.inference.start()
+        self.mailbox_timer = QTimer(self, interval=self.MAILBOX_INTERVAL_MS, timeout=self.drain_mailbox)
+        self.mailbox_timer.start()
         self.readout_timer = QTimer(self, interval=500, timeout=self.update_readouts)
         self.readout_timer.start()
+
+    def drain_mailbox(self) -> None:
+        """Deliver what the services posted, on the GUI thread."""
+        for kind, value in self.mailbox.drain():
+            self.handlers[kind](value)
+        if self.recorder is not None and self.recorder.failed:
+            self.stop_recording()  # the recorder said why; close the file and show it
 
     # ------------------------------------------------------------ layout
 
@@ -334,10 +377,6 @@ class MainWindow(QMainWindow):
         return action
 
     def _wire(self) -> None:
-        self.signals.result.connect(self.on_result)
-        self.signals.error.connect(self.show_error)
-        self.signals.model.connect(self.on_model)
-        self.signals.position.connect(self.on_position)
         self.view.dropped.connect(self.open_location)
         self.play_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
@@ -346,9 +385,7 @@ class MainWindow(QMainWindow):
         self.record_button.clicked.connect(self.toggle_recording)
         self.snapshot_button.clicked.connect(self.snapshot)
         self.view_box.currentTextChanged.connect(self.set_view)
-        self.opacity_slider.valueChanged.connect(
-            lambda value: setattr(self.inference.view, "alpha", value / 100)
-        )
+        self.opacity_slider.valueChanged.connect(lambda value: self.change_view(alpha=value / 100))
         self.legend.itemChanged.connect(self.on_legend_toggled)
 
     # ------------------------------------------------------------ sources
@@ -359,8 +396,7 @@ class MainWindow(QMainWindow):
 
     def start_source(self, source: FrameSource) -> None:
         """Switch sources: the recording (if any) is closed first, the old source released."""
-        if self.recorder is not None:
-            self.toggle_recording()
+        self.stop_recording()
         self.source = source
         self.capture.loop = self.loop_box.isChecked()
         self.capture.set_paused(False)
@@ -431,26 +467,26 @@ class MainWindow(QMainWindow):
             self.load_model(Path(path), Path(path).name)
 
     def choose_backend(self, choice: BackendChoice) -> None:
-        self.backend_choice = choice
-        if self.requested is not None:
-            self.load_model(*self.requested)
+        """Reload the current model on `choice`; the menus follow once it runs (or roll back)."""
+        model = self.inference.model
+        request = model.request if model is not None else self.requested
+        if request is not None:
+            self.load_model(request.checkpoint, request.name, choice)
 
-    def load_model(self, checkpoint: Path, name: str) -> None:
-        """Load in the background; the stream keeps running on the current model."""
-        self.requested = (checkpoint, name)
-        choice = self.backend_choice
+    def load_model(self, checkpoint: Path, name: str, choice: BackendChoice | None = None) -> None:
+        """Load in the background; the stream keeps running on the current model. Nothing
+        (menus, settings) records the new choice until the new model has run."""
+        choice = choice or self.backend_choice
+        self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
         calibration = self.calibration_folder() if choice.precision == "int8" else None
-        self.statusBar().showMessage(f"loading {name} on {choice.label}...")
+        self.statusBar().showMessage(f"loading {request.description}...")
 
         def factory() -> Segmenter:
-            segmenter = Segmenter(
+            return Segmenter(
                 checkpoint, choice.backend, choice.device, choice.precision, calibration=calibration
             )
-            segmenter.display_name = name
-            segmenter.checkpoint_path = checkpoint
-            return segmenter
 
-        self.inference.load_model(factory, f"{name} on {choice.label}")
+        self.inference.load_model(factory, request)
 
     def calibration_folder(self) -> Path | None:
         """INT8 calibration frames: the last frames seen from the current source."""
@@ -461,19 +497,28 @@ class MainWindow(QMainWindow):
             cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
         return folder
 
-    def on_model(self, segmenter: Segmenter) -> None:
-        self.model_name = getattr(segmenter, "display_name", segmenter.info.variant)
-        self.checkpoint = getattr(segmenter, "checkpoint_path", segmenter.checkpoint)
-        for variant, action in self.model_actions.items():
-            action.setChecked(self.checkpoint == self.weights[variant])
-        for label, action in self.backend_actions.items():
-            action.setChecked(label == self.backend_choice.label)
+    def on_model(self, model: LoadedModel) -> None:
+        """A model runs now (a new one, or the previous one back after a failed switch)."""
+        request, segmenter = model.request, model.segmenter
+        self.model_name, self.checkpoint = request.name, request.checkpoint
+        self.backend_choice = next(c for c in BACKEND_CHOICES if c.label == request.backend)
+        self.sync_model_menus()
         self.fill_legend(segmenter)
         self.settings.setValue("checkpoint", str(self.checkpoint))
         self.settings.setValue("backend", self.backend_choice.label)
         self.statusBar().showMessage(f"{self.model_name} ready on {segmenter.description}", 5000)
-        self.banner.hide()
         self.update_readouts()
+
+    def on_load_failed(self, request: ModelRequest) -> None:
+        self.sync_model_menus()  # the menus go back to what still runs
+
+    def sync_model_menus(self) -> None:
+        """Tick the model and backend that run now (none while nothing runs)."""
+        running = self.inference.model is not None
+        for variant, action in self.model_actions.items():
+            action.setChecked(running and self.checkpoint == self.weights[variant])
+        for label, action in self.backend_actions.items():
+            action.setChecked(running and label == self.backend_choice.label)
 
     def fill_legend(self, segmenter: Segmenter) -> None:
         hidden = self.inference.view.hidden
@@ -495,7 +540,11 @@ class MainWindow(QMainWindow):
         index = item.data(Qt.ItemDataRole.UserRole)
         hidden = set(self.inference.view.hidden)
         (hidden.discard if item.checkState() == Qt.CheckState.Checked else hidden.add)(index)
-        self.inference.view.hidden = hidden
+        self.change_view(hidden=frozenset(hidden))
+
+    def change_view(self, **changes) -> None:
+        """Replace the view settings as a whole (the inference thread reads them once a frame)."""
+        self.inference.view = replace(self.inference.view, **changes)
 
     # ------------------------------------------------------------ results and readouts
 
@@ -503,6 +552,7 @@ class MainWindow(QMainWindow):
         self.result = result
         self.results_seen += 1
         self.view.show_picture(result.picture)
+        self.frame_shown.emit(result)
         if self.results_seen % 30 == 1 and len(self.calibration_frames) < 16:
             self.calibration_frames.append(result.frame.image.copy())
         if self.results_seen % 5 == 0:
@@ -529,7 +579,7 @@ class MainWindow(QMainWindow):
         for stage in STAGES:
             p50, p95 = stats.percentiles(stage)
             lines.append(f"{stage:11} {p50:6.1f} {p95:6.1f}")
-        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items()) or "none"
+        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped_counts().items()) or "none"
         lines.append(f"dropped: {dropped}")
         if segmenter is not None:
             lines.append(f"model: {self.model_name}")
@@ -552,6 +602,12 @@ class MainWindow(QMainWindow):
         self.time_label.setText(f"{int(seconds) // 60}:{int(seconds) % 60:02d}")
         if duration and not self.seek_slider.isSliderDown():
             self.seek_slider.setValue(int(seconds / duration * 1000))
+
+    def on_source_lost(self, message: str) -> None:
+        """A live source went away mid-stream: close the recording cleanly, say so; the
+        capture service is already trying to reconnect."""
+        self.stop_recording()
+        self.show_error(message)
 
     def show_error(self, message: str) -> None:
         log.warning("%s", message)
@@ -576,7 +632,7 @@ class MainWindow(QMainWindow):
             self.capture.seek(self.seek_slider.value() / 1000 * self.source.duration)
 
     def set_view(self, view: str) -> None:
-        self.inference.view.view = view
+        self.change_view(view=view)
         self.settings.setValue("view", view)
 
     def next_view(self) -> None:
@@ -586,37 +642,54 @@ class MainWindow(QMainWindow):
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
     def output_folder(self) -> Path:
-        folder = Path(self.settings.value("output_folder", str(Path.home() / "Videos" / "RTFormer Studio")))
+        """Where recordings and snapshots go (created on first use)."""
+        folder = Path(read_setting(self.settings, "output_folder", str(default_output_folder())))
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def toggle_recording(self) -> None:
         if self.recorder is None:
-            path = self.output_folder() / time.strftime("rtformer-%Y%m%d-%H%M%S.mp4")
-            try:
-                self.recorder = RecorderService(path, self.stats, self.signals.error.emit)
-            except (VideoError, OSError) as error:
-                self.show_error(f"cannot record: {error}")
-                return
-            self.inference.recorder = self.recorder
-            if self.recorder.codec not in ("libx264", "h264"):
-                self.show_error(f"H.264 is not available here: recording with {self.recorder.codec} instead")
-            self.record_button.setText("■ Stop")
-            self.recording_label.setText("● REC 00:00")
+            self.start_recording()
         else:
-            recorder, self.recorder = self.recorder, None
-            self.inference.recorder = None
-            path = recorder.stop()
-            self.record_button.setText("● Record")
-            self.recording_label.setText("")
+            self.stop_recording()
+
+    def start_recording(self) -> None:
+        try:
+            path = unused_path(self.output_folder(), "rtformer-%Y%m%d-%H%M%S", ".mp4")
+            self.recorder = RecorderService(path, self.stats, self.mailbox.sender("error"))
+        except (VideoError, OSError) as error:
+            self.show_error(f"cannot record: {error}")
+            return
+        self.inference.recorder = self.recorder
+        if self.recorder.codec not in ("libx264", "h264"):
+            self.show_error(f"H.264 is not available here: recording with {self.recorder.codec} instead")
+        self.record_button.setText("■ Stop")
+        self.recording_label.setText("● REC 00:00")
+
+    def stop_recording(self) -> None:
+        """Close the recording (if any) and say where it is, or that nothing was recorded."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        self.inference.recorder = None
+        path = recorder.stop()
+        self.record_button.setText("● Record")
+        self.recording_label.setText("")
+        self.last_recording = path
+        if path is None:
+            self.statusBar().showMessage("nothing was recorded: no frame arrived before the stop", 10000)
+        else:
             self.statusBar().showMessage(f"recorded {recorder.frames} frames to {path}", 10000)
-            self.last_recording = path
 
     def snapshot(self) -> Path | None:
         if self.result is None:
             self.show_error("nothing to snapshot yet")
             return None
-        path = self.output_folder() / time.strftime("rtformer-%Y%m%d-%H%M%S.png")
+        try:
+            path = unused_path(self.output_folder(), "rtformer-%Y%m%d-%H%M%S", ".png")
+        except OSError as error:
+            self.show_error(f"cannot save the snapshot: {error}")
+            return None
         if not cv2.imwrite(str(path), self.result.picture):
             self.show_error(f"cannot write the snapshot {path}")
             return None
@@ -638,13 +711,14 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------ settings and shutdown
 
     def _restore_settings(self) -> None:
+        """Apply the stored settings; a damaged value is ignored (and logged), never fatal."""
         geometry = self.settings.value("geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
+        if isinstance(geometry, QByteArray) and not self.restoreGeometry(geometry):
+            log.warning("ignoring the damaged setting geometry")
         view = self.settings.value("view", "overlay")
         if view in VIEWS:
             self.view_box.setCurrentText(view)
-        self.opacity_slider.setValue(int(self.settings.value("opacity", 50)))
+        self.opacity_slider.setValue(min(100, max(0, read_setting(self.settings, "opacity", 50))))
         label = self.settings.value("backend", self.backend_choice.label)
         self.backend_choice = next(
             (c for c in BACKEND_CHOICES if c.label == label and not why_unavailable(c)), self.backend_choice
@@ -653,7 +727,9 @@ class MainWindow(QMainWindow):
 
     def start(self, source: str | None = None, checkpoint: str | None = None) -> None:
         """Open the given (or last, or demo) source and load the given (or last, or Slim) model."""
-        checkpoint_path = Path(checkpoint or self.settings.value("checkpoint", str(self.weights["slim"])))
+        checkpoint_path = Path(
+            checkpoint or read_setting(self.settings, "checkpoint", str(self.weights["slim"]))
+        )
         if not checkpoint_path.is_file():
             checkpoint_path = self.weights["slim"]
         name = next(
@@ -661,21 +737,40 @@ class MainWindow(QMainWindow):
             checkpoint_path.name,
         )
         self.load_model(checkpoint_path, name)
-        location = source or self.settings.value("source", "") or str(DEMO_VIDEO)
+        location = source or read_setting(self.settings, "source", "") or str(DEMO_VIDEO)
         if not source and not Path(location).exists() and "://" not in location:
             location = str(DEMO_VIDEO)
         self.open_location(location)
 
     def closeEvent(self, event) -> None:
-        if self.recorder is not None:
-            self.toggle_recording()  # close the file cleanly: nothing recorded is lost
+        self.stop_recording()  # close the file cleanly: nothing recorded is lost
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("opacity", self.opacity_slider.value())
         self.settings.sync()
         self.readout_timer.stop()
-        self.capture.stop()
-        self.inference.stop()
+        self.mailbox_timer.stop()
+        # Bounded waits: every service thread ends before the interpreter finalizes, or
+        # the window still closes (a stalled stream is left to its own read timeout).
+        self.capture.shutdown(timeout=5)
+        self.inference.stop(timeout=10)
+        self.mailbox.drain()
         super().closeEvent(event)
+
+
+def default_output_folder() -> Path:
+    return Path.home() / "Videos" / "RTFormer Studio"
+
+
+def unused_path(folder: Path, pattern: str, suffix: str) -> Path:
+    """folder/<time.strftime(pattern)><suffix>, with -2, -3, ... when that name is taken
+    (two recordings or snapshots in the same second must not overwrite each other)."""
+    stem = time.strftime(pattern)
+    path = folder / f"{stem}{suffix}"
+    for number in itertools.count(2):
+        if not path.exists():
+            return path
+        path = folder / f"{stem}-{number}{suffix}"
+    raise AssertionError("unreachable")
 
 
 def list_cameras() -> list[tuple[str, str, list[tuple[int, int]]]]:

@@ -2,7 +2,10 @@
 
 `read_frames` yields every frame with its timestamp and stops cleanly at
 damage; `VideoWriter` encodes BGR frames to H.264 MP4 with given timestamps,
-falling back to MPEG-4 Part 2 when no H.264 encoder exists.
+falling back to MPEG-4 Part 2 when no H.264 encoder exists. With
+`crash_safe=True` the MP4 is fragmented (an index every second instead of one
+at the end), so a process killed mid-recording or a full disk leaves a file
+that plays up to its last second.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 log = logging.getLogger("rtformer.engine")
@@ -105,9 +109,39 @@ def read_frames(path: str | Path, report: DecodeReport | None = None) -> Iterato
 SMALL_FRAME_PIXELS = 1280 * 720
 
 
+def letterbox(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`frame` scaled to fit (height, width) with its aspect ratio kept, centred on black:
+    a picture of another size is never cropped."""
+    if frame.shape[:2] == (height, width):
+        return frame
+    scale = min(height / frame.shape[0], width / frame.shape[1])
+    fitted_h = max(1, min(height, round(frame.shape[0] * scale)))
+    fitted_w = max(1, min(width, round(frame.shape[1] * scale)))
+    fitted = cv2.resize(frame, (fitted_w, fitted_h), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - fitted_h) // 2, (width - fitted_w) // 2
+    canvas[top : top + fitted_h, left : left + fitted_w] = fitted
+    return canvas
+
+
+# Fragmented MP4: an empty index up front, then a self-contained fragment at each keyframe
+# and at least every second; packets reach the disk as they are muxed. Measured: a writer
+# killed with SIGKILL after 95 frames at 30 fps leaves 90 decodable frames.
+CRASH_SAFE_MP4 = {
+    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    "frag_duration": "1000000",
+    "flush_packets": "1",
+}
+
+
 class VideoWriter:
     """H.264 MP4 writer; frames carry their own timestamps (seconds from the start),
-    so the file's duration follows the clock, whatever the frame rate was."""
+    so the file's duration follows the clock, whatever the frame rate was.
+
+    The first frame fixes the output size; later frames of another size (a view
+    change while recording) are letterboxed into it. `crash_safe` writes fragmented
+    MP4 (see CRASH_SAFE_MP4) for recordings that must survive a crash or a full disk.
+    """
 
     def __init__(
         self,
@@ -117,12 +151,16 @@ class VideoWriter:
         crf: int = 23,
         codec: str | None = None,
         preset: str = "ultrafast",
+        crash_safe: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # faststart: the index goes first, so a copy cut short still opens and plays.
-        options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
+        is_mp4 = self.path.suffix.lower() in (".mp4", ".mov")
+        if crash_safe and is_mp4:
+            options = dict(CRASH_SAFE_MP4)
+        else:  # faststart: the index goes first, so a copy of a finished file cut short still plays
+            options = {"movflags": "+faststart"} if is_mp4 else {}
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.path), "w", options=options)
         except (av.FFmpegError, OSError) as error:
             raise VideoError(f"cannot write {self.path}: {error}") from None
@@ -136,6 +174,8 @@ class VideoWriter:
         # a frame period apart (a live recording) would collide and be dropped.
         self.stream.codec_context.time_base = self.stream.time_base
         self.stream.pix_fmt = "yuv420p"
+        if crash_safe:  # a keyframe (and so a fragment) at least once a second of nominal rate
+            self.stream.codec_context.gop_size = max(1, round(float(self.fps)))
         if self.codec in ("libx264", "h264"):
             # Measured on the demo video (480x360): veryfast 6.7 ms/frame, superfast 3.5 ms at
             # about the same size, ultrafast 1.5 ms and 24-32% larger. Real time comes first:
@@ -152,8 +192,11 @@ class VideoWriter:
             if self.codec in ("libx264", "h264") and frame.shape[0] * frame.shape[1] <= SMALL_FRAME_PIXELS:
                 self.stream.options = {**self.stream.options, "threads": "1"}
             self._opened = True
-        if frame.shape[0] != self.stream.height or frame.shape[1] != self.stream.width:
-            frame = np.ascontiguousarray(frame[: self.stream.height, : self.stream.width])
+        height, width = self.stream.height, self.stream.width
+        if frame.shape[0] - height in (0, 1) and frame.shape[1] - width in (0, 1):
+            frame = np.ascontiguousarray(frame[:height, :width])  # an odd side loses one line (yuv420p)
+        else:
+            frame = letterbox(frame, height, width)
         if seconds is None:
             seconds = self.frames / float(self.fps)
         pts = max(round(seconds / self.stream.time_base), self._last_pts + 1)

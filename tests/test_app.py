@@ -57,7 +57,7 @@ def wait_for_results(qtbot, window, count: int) -> None:
 
 def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
     labels = []
-    window.signals.result.connect(lambda result: labels.append(result.labels))
+    window.frame_shown.connect(lambda result: labels.append(result.labels))
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 12)
     assert window.model_name == "RTFormer-Slim"
@@ -74,7 +74,7 @@ def test_switching_to_base_keeps_frames_coming(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 3)
     during_swap = []
-    window.signals.result.connect(lambda result: during_swap.append(window.inference.loading))
+    window.frame_shown.connect(lambda result: during_swap.append(window.inference.loading))
     window.model_actions["base"].trigger()
     qtbot.waitUntil(lambda: window.model_name == "RTFormer-Base", timeout=TIMEOUT)
     wait_for_results(qtbot, window, 3)
@@ -143,7 +143,7 @@ def test_fake_camera_drops_stale_frames_and_is_released(qtbot, window, weights):
     wait_for_results(qtbot, window, 5)
     assert window.stats.dropped.get("capture", 0) > 0  # latest frame wins; the rest are counted
     window.start_source(FakeCamera(size=(96, 128)))
-    assert camera.released.is_set()
+    qtbot.waitUntil(camera.released.is_set, timeout=TIMEOUT)
 
 
 def test_latest_slot_keeps_only_the_newest_frame():
