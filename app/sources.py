@@ -222,24 +222,42 @@ class CameraSource(FrameSource):
 
 class FakeCamera(FrameSource):
     """A camera that draws moving shapes at `fps`: for tests and for trying the app
-    without a camera. `fail_on_open` acts out a camera that is not there."""
+    without a camera. `fail_on_open` acts out a camera that is not there;
+    `unplug_after` one that disappears after that many frames, and is back after
+    `absent_for` failed attempts to reopen it."""
 
     live = True
 
     def __init__(
-        self, size=(360, 480), fps: float = 30.0, fail_on_open: bool = False, name: str = "Fake camera"
+        self,
+        size=(360, 480),
+        fps: float = 30.0,
+        fail_on_open: bool = False,
+        name: str = "Fake camera",
+        unplug_after: int | None = None,
+        absent_for: int = 0,
     ):
         self.size, self.fps, self.fail_on_open, self.name = size, fps, fail_on_open, name
+        self.unplug_after, self.absent_for = unplug_after, absent_for
+        self.unplugged = False
+        self.opened = 0  # successful opens
         self.released = threading.Event()
 
     def open(self) -> None:
         if self.fail_on_open:
             raise SourceError(f"camera {self.name!r} cannot be opened: device is not there")
+        if self.unplugged and self.absent_for > 0:
+            self.absent_for -= 1
+            raise SourceError(f"camera {self.name!r} cannot be opened: device is not there")
         self._index = 0
         self._start = time.monotonic()
+        self.opened += 1
         self.released.clear()
 
     def read(self) -> Frame | None:
+        if not self.unplugged and self.unplug_after is not None and self._index >= self.unplug_after:
+            self.unplugged = True
+            raise SourceError(f"camera {self.name!r} stopped delivering frames (unplugged)")
         due = self._start + self._index / self.fps
         time.sleep(max(0.0, due - time.monotonic()))
         height, width = self.size

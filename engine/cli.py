@@ -102,6 +102,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
     print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
     report = segment_path(segmenter, args.input, args.output, args.view, args.alpha, args.labels)
     print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} FPS) -> {args.output}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if report.stage_ms:
         stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in report.stage_ms.items())
         print(f"median ms per frame: {stages}")

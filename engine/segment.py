@@ -6,9 +6,9 @@ Videos are written as H.264 MP4 with the input's frame rate and timestamps
 
 from __future__ import annotations
 
+import logging
 import queue
 import statistics
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from engine.data import IMAGE_SUFFIXES
 from engine.segmenter import Segmenter, labels_from_logits, render
 from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
 
+log = logging.getLogger("rtformer.engine")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "render", "encode")
 QUEUE_SIZE = 8
 
@@ -32,6 +33,8 @@ class SegmentReport:
     damaged: bool = False
     error: str = ""
     stage_ms: dict[str, float] = field(default_factory=dict)  # median per stage, videos only
+    skipped: list[Path] = field(default_factory=list)  # unreadable images of a folder
+    warnings: list[str] = field(default_factory=list)  # for the user, said at the end
 
     @property
     def fps(self) -> float:
@@ -72,7 +75,7 @@ def segment_video(
         except BaseException as error:  # reported by the main thread
             failures.append(error)
         finally:
-            _put(decoded, None, stop)
+            _put(decoded, None, stop)  # skipped when stopping: the main thread checks `stop` too
 
     def run_encoder() -> None:
         # Postprocess, render and encode here, so the main thread only feeds the model.
@@ -91,7 +94,7 @@ def segment_video(
                     stages["encode"].append((time.perf_counter() - encoding) * 1e3)
         except BaseException as error:
             failures.append(error)
-            stop.set()
+            stop.set()  # the decoder and the main thread both watch it
             while rendered.get() is not None:  # let the main thread finish its puts
                 pass
 
@@ -104,7 +107,7 @@ def segment_video(
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
     first_timestamp = None
     try:
-        while not stop.is_set() and (item := decoded.get()) is not None:
+        while (item := _get(decoded, stop)) is not None:
             frame, seconds = item
             first_timestamp = seconds if first_timestamp is None else first_timestamp
             logits = segmenter.infer(frame)
@@ -127,6 +130,17 @@ def segment_video(
     return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
 
 
+def _get(source: queue.Queue, stop: threading.Event):
+    """The next item, or None at the end or as soon as the pipeline is stopping (a failed
+    writer stops it, and then the decoder's end marker may never come)."""
+    while not stop.is_set():
+        try:
+            return source.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return None
+
+
 def _put(target: queue.Queue, item, stop: threading.Event) -> bool:
     """Put unless the pipeline is stopping; False when it is."""
     while not stop.is_set():
@@ -146,9 +160,27 @@ def segment_image(
         raise VideoError(f"cannot read image {source}")
     labels = segmenter.predict(frame)
     picture = labels if labels_only else render(view, frame, labels, segmenter.lut, alpha)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    make_output_folder(output.parent)
     if not cv2.imwrite(str(output), picture):
         raise VideoError(f"cannot write {output}")
+
+
+def make_output_folder(folder: Path) -> None:
+    """Create `folder` (and its parents), or say clearly why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VideoError(f"cannot create the output folder {folder}: {error.strerror or error}") from None
+
+
+def check_output(source: Path, output: Path) -> None:
+    """Refuse an output that would overwrite the input (the user's video would be lost
+    while it is being read), or that cannot be created."""
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise VideoError(f"the output {output} is the input: choose another name, the input would be lost")
+    if source.is_dir() and output.resolve() == source.resolve():
+        raise VideoError(f"the output folder {output} is the input folder: choose another one")
+    make_output_folder(output if source.is_dir() else output.parent)
 
 
 def segment_path(
@@ -163,15 +195,11 @@ def segment_path(
     """Segment a video file, an image, or a folder of images into `output`."""
     source, output = Path(source), Path(output)
     started = time.perf_counter()
-    if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise VideoError(f"no images in {source}")
-        for image in tqdm(images, unit="image", disable=not progress):
-            segment_image(segmenter, image, output / f"{image.stem}.png", view, alpha, labels_only)
-        return SegmentReport(len(images), time.perf_counter() - started)
     if not source.exists():
         raise VideoError(f"input not found: {source}")
+    check_output(source, output)
+    if source.is_dir():
+        return segment_folder(segmenter, source, output, view, alpha, labels_only, progress)
     if source.suffix.lower() in IMAGE_SUFFIXES:
         if output.suffix.lower() != ".png":
             output = output.with_suffix(".png")
@@ -179,9 +207,41 @@ def segment_path(
         return SegmentReport(1, time.perf_counter() - started)
     report = segment_video(segmenter, source, output, view, alpha, progress)
     if report.damaged:
-        print(
-            f"warning: {source} is damaged; segmented the {report.frames} frames before the damage "
-            f"({report.error}); {output} holds them and is complete",
-            file=sys.stderr,
+        report.warnings.append(
+            f"{source} is damaged; segmented the {report.frames} frames before the damage "
+            f"({report.error}); {output} holds them and is complete"
         )
+    return report
+
+
+def segment_folder(
+    segmenter: Segmenter,
+    source: Path,
+    output: Path,
+    view: str,
+    alpha: float,
+    labels_only: bool,
+    progress: bool,
+) -> SegmentReport:
+    """Every image of a folder; an image that cannot be read is skipped, and listed in
+    the report's `skipped` and `warnings`, instead of stopping the whole folder."""
+    started = time.perf_counter()
+    images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise VideoError(f"no images in {source}")
+    report = SegmentReport(0, 0.0)
+    for image in tqdm(images, unit="image", disable=not progress):
+        try:
+            segment_image(segmenter, image, output / f"{image.stem}.png", view, alpha, labels_only)
+        except VideoError as error:
+            if "cannot read image" not in str(error):
+                raise  # a write failure concerns every image: stop
+            log.warning("skipping %s: %s", image, error)
+            report.skipped.append(image)
+            continue
+        report.frames += 1
+    if report.skipped:
+        names = ", ".join(path.name for path in report.skipped)
+        report.warnings.append(f"skipped {len(report.skipped)} unreadable image(s) of {source}: {names}")
+    report.seconds = time.perf_counter() - started
     return report

@@ -155,10 +155,10 @@ class VideoWriter:
     ) -> None:
         self.path = Path(path)
         is_mp4 = self.path.suffix.lower() in (".mp4", ".mov")
+        # faststart: the index goes first, so a copy of a finished file cut short still plays.
+        options = {"movflags": "+faststart"} if is_mp4 else {}
         if crash_safe and is_mp4:
             options = dict(CRASH_SAFE_MP4)
-        else:  # faststart: the index goes first, so a copy of a finished file cut short still plays
-            options = {"movflags": "+faststart"} if is_mp4 else {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.path), "w", options=options)
@@ -213,18 +213,28 @@ class VideoWriter:
         """Flush the encoder and finish the file (safe to call twice)."""
         if self.container is None:
             return
+        container, self.container = self.container, None
         try:
             if self._opened:
-                self.container.mux(self.stream.encode())
+                container.mux(self.stream.encode())
+        except (av.FFmpegError, OSError) as error:
+            raise VideoError(f"finishing {self.path} failed: {error}") from None
         finally:
-            self.container.close()
-            self.container = None
+            try:
+                container.close()
+            except (av.FFmpegError, OSError) as error:  # the trailer may not fit on a full disk
+                log.warning("closing %s: %s", self.path, error)
 
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.close()
+        except VideoError as error:
+            if exc_type is None:
+                raise
+            log.warning("%s", error)  # the error already raised says more: keep it
 
 
 def _has_encoder(name: str) -> bool:
