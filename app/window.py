@@ -6,13 +6,14 @@ import itertools
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QImage, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -122,13 +123,12 @@ def read_setting(settings: QSettings, key: str, default, convert=None):
 
 
 class VideoView(QWidget):
-    """Paints the latest picture, scaled to fit; accepts dropped files."""
-
-    dropped = Signal(str)
+    """Paints the latest picture, scaled to fit; accepts dropped files (`on_dropped`)."""
 
     def __init__(self, stats: RollingStats) -> None:
         super().__init__()
         self.stats = stats
+        self.on_dropped: Callable[[str], None] = lambda location: None
         self.image: QImage | None = None
         self.setAcceptDrops(True)
         self.setMinimumSize(480, 270)
@@ -157,14 +157,12 @@ class VideoView(QWidget):
     def dropEvent(self, event) -> None:
         urls = event.mimeData().urls()
         if urls:
-            self.dropped.emit(urls[0].toLocalFile() or urls[0].toString())
+            self.on_dropped(urls[0].toLocalFile() or urls[0].toString())
 
 
 class MainWindow(QMainWindow):
     """The services report into `mailbox` from their threads; `drain_mailbox`, on a QTimer
     on the GUI thread, hands each item to its handler (see app/services.py's thread rule)."""
-
-    frame_shown = Signal(object)  # a Result, emitted on the GUI thread once it is painted
 
     MAILBOX_INTERVAL_MS = 5  # at most 5 ms added to a frame's latency; the GUI thread wakes 200/s
 
@@ -212,6 +210,9 @@ class MainWindow(QMainWindow):
         self.backend_choice = default_backend()  # the active model's backend, once one runs
         self.calibration_frames: list[np.ndarray] = []
         self.results_seen = 0
+        # Called with each Result once painted. Plain callables, not a Signal: in PySide6 6.12.0
+        # every Python-side emit() takes a reference to True it never gave (see app/services.py).
+        self.frame_listeners: list[Callable[[Result], None]] = []
 
         self._build_widgets()
         self._build_menus()
@@ -377,7 +378,7 @@ class MainWindow(QMainWindow):
         return action
 
     def _wire(self) -> None:
-        self.view.dropped.connect(self.open_location)
+        self.view.on_dropped = self.open_location
         self.play_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
         self.seek_slider.sliderReleased.connect(self.seek_to_slider)
@@ -552,7 +553,8 @@ class MainWindow(QMainWindow):
         self.result = result
         self.results_seen += 1
         self.view.show_picture(result.picture)
-        self.frame_shown.emit(result)
+        for listener in self.frame_listeners:
+            listener(result)
         if self.results_seen % 30 == 1 and len(self.calibration_frames) < 16:
             self.calibration_frames.append(result.frame.image.copy())
         if self.results_seen % 5 == 0:

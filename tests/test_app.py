@@ -57,7 +57,7 @@ def wait_for_results(qtbot, window, count: int) -> None:
 
 def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
     labels = []
-    window.frame_shown.connect(lambda result: labels.append(result.labels))
+    window.frame_listeners.append(lambda result: labels.append(result.labels))
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 12)
     assert window.model_name == "RTFormer-Slim"
@@ -74,7 +74,7 @@ def test_switching_to_base_keeps_frames_coming(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 3)
     during_swap = []
-    window.frame_shown.connect(lambda result: during_swap.append(window.inference.loading))
+    window.frame_listeners.append(lambda result: during_swap.append(window.inference.loading))
     window.model_actions["base"].trigger()
     qtbot.waitUntil(lambda: window.model_name == "RTFormer-Base", timeout=TIMEOUT)
     wait_for_results(qtbot, window, 3)
@@ -188,7 +188,7 @@ def test_views_opacity_legend_snapshot_help_and_drop(qtbot, window, video, weigh
     import cv2
 
     cv2.imwrite(str(image), np.full((96, 128, 3), 120, np.uint8))
-    window.view.dropped.emit(str(image))
+    window.view.on_dropped(str(image))
     qtbot.waitUntil(
         lambda: window.result is not None and window.result.frame.image.mean() == pytest.approx(120, abs=1),
         timeout=TIMEOUT,
@@ -269,3 +269,17 @@ def test_a_full_disk_while_recording_is_reported_and_the_file_closed(
     window.toggle_recording()
     assert len(list(read_frames(window.last_recording))) >= 3  # what was written is kept
     wait_for_results(qtbot, window, 2)  # and the app runs on
+
+
+def test_playing_frames_takes_no_references_from_true(qtbot, window, video, weights):
+    """PySide6 6.12.0's Signal.emit() returns True without a reference: with two emits per
+    frame, True's count fell to zero within minutes ("bool_dealloc", issue 10). The app
+    must not emit per frame; before the fix this lost about 2 references a frame."""
+    import sys
+
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    before, seen = sys.getrefcount(True), window.results_seen
+    wait_for_results(qtbot, window, 40)
+    frames = window.results_seen - seen
+    assert sys.getrefcount(True) - before > -frames // 4
