@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# One action every ACTION_SECONDS, in this order, round and round (models and backends
+# One action every --action-seconds, in this order, round and round (models and backends
 # only where more than one is given).
 ACTIONS = (
     "record",
@@ -42,7 +42,6 @@ ACTIONS = (
     "backend",
     "view",
 )
-ACTION_SECONDS = 2.5
 
 
 # ---------------------------------------------------------------- the child: the window
@@ -136,7 +135,7 @@ def run_child(args: argparse.Namespace) -> int:
         window.close()
         application.quit()
 
-    QTimer(window, interval=int(ACTION_SECONDS * 1000), timeout=act).start()
+    QTimer(window, interval=int(args.action_seconds * 1000), timeout=act).start()
     QTimer(window, interval=int(args.report_seconds * 1000), timeout=report).start()
     QTimer.singleShot(int(args.duration * 1000), finish)
     code = application.exec()
@@ -202,6 +201,8 @@ def soak(args: argparse.Namespace) -> dict:
         args.base,
         "--report-seconds",
         str(args.report_seconds),
+        "--action-seconds",
+        str(args.action_seconds),
     ]
     started = time.monotonic()
     child = subprocess.Popen(
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slim", default=str(SHIPPED_WEIGHTS["slim"]))
     parser.add_argument("--base", default=str(SHIPPED_WEIGHTS["base"]))
     parser.add_argument("--report-seconds", type=float, default=5.0)
+    parser.add_argument("--action-seconds", type=float, default=2.5, help="one action this often")
     parser.add_argument("--grace", type=float, default=60.0, help="seconds allowed for quitting")
     parser.add_argument("-o", "--output", help="write the report as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
