@@ -562,3 +562,31 @@ def test_a_killed_session_is_noticed(tmp_path):
     killed = start_reporter(tmp_path, "os.kill(os.getpid(), 9)")
     assert killed.returncode == -signal.SIGKILL
     assert "did not close normally" in start_reporter(tmp_path, "reporter.stop()").stdout
+
+
+def test_the_app_says_at_start_that_the_last_session_crashed(tmp_path, weights, video):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "crash.log").write_text("Fatal Python error: Segmentation fault\n")
+    shot = tmp_path / "shot.png"
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.main",
+            str(video),
+            "--checkpoint",
+            str(weights["slim"]),
+            "--screenshot",
+            str(shot),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RTFORMER_STUDIO_HOME": str(home), "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "The last session crashed" in finished.stderr and shot.is_file()
+    assert len(list(home.glob("crash-*.log"))) == 1
+    assert not (home / "crash.log").exists() and not (home / "session.running").exists()  # a clean exit
