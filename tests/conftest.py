@@ -1,5 +1,8 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the fixtures of the app's tests (a window on tiny checkpoints)."""
 
+import os
+
+import pytest
 import torch
 
 from engine.rtformer import RTFormer, build_model
@@ -44,3 +47,51 @@ def synthetic_frame(height: int = 120, width: int = 160, seed: int = 0):
         .repeat(20, 1)[:height, :width]
     )
     return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- the app's fixtures
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+TIMEOUT = 30_000  # ms, for qtbot.waitUntil
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Tiny random Slim and Base checkpoints, as the app's shipped weights."""
+    folder = tmp_path_factory.mktemp("weights")
+    return {
+        "slim": write_checkpoint(folder / "slim.safetensors", "slim", input_size=(96, 128)),
+        "base": write_checkpoint(folder / "base.safetensors", "base", input_size=(96, 128)),
+    }
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from tests.test_video import write_video
+
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames=40, fps=20, size=(96, 128))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("output_folder", str(tmp_path / "out"))
+    return settings
+
+
+@pytest.fixture
+def window(qtbot, settings, weights):
+    from app.window import MainWindow
+
+    window = MainWindow(settings, weights)
+    qtbot.addWidget(window)
+    window.show()
+    yield window
+    window.close()
+
+
+def wait_for_results(qtbot, window, count: int) -> None:
+    target = window.results_seen + count
+    qtbot.waitUntil(lambda: window.results_seen >= target, timeout=TIMEOUT)

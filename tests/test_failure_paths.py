@@ -19,53 +19,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
 
 from app.services import CaptureService, LatestSlot, RecorderService, RollingStats, ViewSettings
 from app.sources import CameraSource, FakeCamera, Frame, FrameSource, VideoFileSource
 from app.window import MainWindow
 from engine.cli import main as rtformer
 from engine.video import VideoWriter, probe, read_frames
-from tests.conftest import synthetic_frame, write_checkpoint
+from tests.conftest import TIMEOUT, synthetic_frame, wait_for_results
 from tests.test_video import write_video
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 30_000
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weights")
-    return {
-        "slim": write_checkpoint(folder / "slim.safetensors", "slim", input_size=(96, 128)),
-        "base": write_checkpoint(folder / "base.safetensors", "base", input_size=(96, 128)),
-    }
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames=40, fps=20, size=(96, 128))
-
-
-@pytest.fixture
-def settings(tmp_path):
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("output_folder", str(tmp_path / "out"))
-    return settings
-
-
-@pytest.fixture
-def window(qtbot, settings, weights):
-    window = MainWindow(settings, weights)
-    qtbot.addWidget(window)
-    window.show()
-    yield window
-    window.close()
-
-
-def wait_for_results(qtbot, window, count: int) -> None:
-    target = window.results_seen + count
-    qtbot.waitUntil(lambda: window.results_seen >= target, timeout=TIMEOUT)
 
 
 def limit_file_size(size: int):
