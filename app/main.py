@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.crashlog import HOME_VARIABLE, CrashReporter, data_folder
+    from app.qtcheck import qt_reference_leak
     from app.window import MainWindow
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
@@ -38,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(settings)
     window.resize(1280, 760)
     window.show()
-    if last_session:
-        window.show_error(last_session)
+    for warning in (last_session, qt_reference_leak()):
+        if warning:
+            window.show_error(warning)
     window.start(args.source, args.checkpoint)
     if args.screenshot:
 

@@ -1,0 +1,38 @@
+"""A start-up check of the Qt binding's reference counting.
+
+PySide6 6.12.0 returns `None` from every void method and `True` from `Signal.emit()`
+without taking a reference. On Python 3.11, where those objects are not immortal,
+each call takes one reference from them, and the app died after minutes of playback
+("Fatal Python error: none_dealloc" / "bool_dealloc", issue 10: painting a frame
+alone makes about five void calls). pyproject.toml keeps that release out; this check
+catches it (or a later release with the same fault) in an environment set up by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+
+CALLS = 64
+
+
+def qt_reference_leak() -> str | None:
+    """None when Qt calls keep their references; else a message for the user."""
+    import PySide6
+    from PySide6.QtCore import QObject, Signal
+
+    class Probe(QObject):
+        ping = Signal()
+
+    probe = Probe()
+    none_before, true_before = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(CALLS):
+        probe.setObjectName("probe")  # a void method
+        probe.ping.emit()
+    lost = max(none_before - sys.getrefcount(None), true_before - sys.getrefcount(True))
+    if lost < CALLS // 2:
+        return None
+    return (
+        f"PySide6 {PySide6.__version__} loses a reference to None or True on every Qt call: on this "
+        f"Python ({sys.version.split()[0]}) the app will crash after some minutes. "
+        'Install another release: pip install "PySide6>=6.6,<6.12".'
+    )
