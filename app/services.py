@@ -11,15 +11,19 @@ callables; the window hands them a `Mailbox`'s methods, and a QTimer on the GUI
 thread drains the mailbox. Qt's own signals (timers, actions, widgets) are fine.
 
 Why: the app died with "Fatal Python error: bool_dealloc: deallocating True or
-False", during recording and at quit. The cause is not the threads: in PySide6
-6.12.0, `SignalInstance.emit()` returns `True` without taking a reference to it,
-so every emit from Python, on any thread, connected or not, takes one reference
-from `True` (measured: 100 emits, -100 references; 6.11.3 loses none). On Python
-3.11, where `True` is not immortal, the count (about 13,000 in the running app)
-reaches zero after as many emits (two per frame: minutes of playback) or, when
-fewer, while the interpreter drops its own references at exit ("Garbage-collecting"). Python 3.12+ makes True
-immortal and hides it. tests/test_app.py checks that playing frames costs True
-no references.
+False" (and, in 30-minute soaks, "none_dealloc: deallocating None"), during
+recording and at quit. The cause is not the threads: PySide6 6.12.0 returns `True`
+from `SignalInstance.emit()` and `None` from every void method (`update()`,
+`setText()`, QPainter calls) without taking a reference, so each such call, on any
+thread, takes one reference from the singleton (measured: 100 calls, -100
+references; 6.11.3 loses none). On Python 3.11, where they are not immortal, the
+count (about 13,000 for True in the running app) reaches zero after as many calls:
+two emits a frame (the old signals) killed the app within 6 minutes, and the five
+void calls of painting a frame within 25-31 minutes; with fewer, the count reached
+zero while the interpreter dropped its own references at exit ("Garbage-collecting").
+Python 3.12+ makes them immortal, which hides it. So: pyproject.toml keeps 6.12.0
+out, `app.qtcheck` warns at start if the binding leaks, and the app emits no
+signal from Python at all, which tests/test_app.py checks.
 """
 
 from __future__ import annotations
