@@ -92,6 +92,20 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}")
 
 
+def cmd_eval_teacher(args: argparse.Namespace) -> None:
+    from engine.data import open_dataset
+    from engine.espnetv2 import CamVidTeacher, load_espnetv2
+    from engine.evaluate import evaluate
+
+    dataset = open_dataset("camvid", args.data_root, args.split)
+    teacher = CamVidTeacher(load_espnetv2(args.weights), scale=args.scale)
+    report = evaluate(teacher, dataset)
+    print(report.table())
+    if args.output:
+        report.to_json(args.output)
+        print(f"wrote {args.output}")
+
+
 def cmd_segment(args: argparse.Namespace) -> None:
     from engine.segment import segment_path
     from engine.segmenter import Segmenter
@@ -228,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
     evaluation.add_argument("-o", "--output", help="write the report as JSON")
     evaluation.set_defaults(run=cmd_eval)
+
+    teacher = commands.add_parser(
+        "eval-teacher", help="evaluate the ESPNetv2 Cityscapes teacher on CamVid (classes merged)"
+    )
+    teacher.add_argument("weights", help="espnetv2_s_2.0_city_1024x512.pth (a plain state dict)")
+    teacher.add_argument("--data-root", required=True)
+    teacher.add_argument("--split", default="test")
+    teacher.add_argument("--scale", type=float, default=2.0, help="input resize (sides to multiples of 32)")
+    teacher.add_argument("-o", "--output", help="write the report as JSON")
+    teacher.set_defaults(run=cmd_eval_teacher)
 
     segment = commands.add_parser("segment", help="segment a video, an image or a folder of images")
     segment.add_argument("input")
