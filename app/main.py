@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     application = QApplication.instance() or QApplication(sys.argv[:1])
     application.setApplicationName("RTFormer Studio")
     application.setOrganizationName("RTFormer Studio")
-    reporter = CrashReporter(data_folder())
+    home = data_folder()
+    reporter = CrashReporter(home)
     last_session = reporter.start()
     settings = None
     if os.environ.get(HOME_VARIABLE):  # a self-contained home: settings live there too
-        settings = QSettings(str(data_folder() / "settings.ini"), QSettings.Format.IniFormat)
+        settings = QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(settings)
     window.resize(1280, 760)
     window.show()

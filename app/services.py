@@ -253,18 +253,17 @@ class CaptureService:
         self._seek_to: float | None = None
 
     @property
-    def source(self) -> FrameSource | None:
-        return self._current.source if self._current is not None else None
-
-    @property
     def paused(self) -> bool:
         return not self._resume.is_set()
 
     @property
     def live_threads(self) -> int:
         """Capture threads still running (the current one and any old one finishing)."""
-        self._runs = [run for run in self._runs if run.thread.is_alive()]
+        self._forget_finished_runs()
         return len(self._runs)
+
+    def _forget_finished_runs(self) -> None:
+        self._runs = [run for run in self._runs if run.thread.is_alive()]
 
     def start(self, source: FrameSource) -> None:
         """Stop the current source (releasing it), then open and run `source`.
@@ -274,6 +273,7 @@ class CaptureService:
         run = _CaptureRun(source, self.slot.open_generation())
         run.thread = threading.Thread(target=self._run, args=(run,), name="capture", daemon=True)
         self._current = run
+        self._forget_finished_runs()
         self._runs.append(run)
         run.thread.start()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import tempfile
 import time
@@ -645,7 +644,8 @@ class MainWindow(QMainWindow):
 
     def output_folder(self) -> Path:
         """Where recordings and snapshots go (created on first use)."""
-        folder = Path(read_setting(self.settings, "output_folder", str(default_output_folder())))
+        default = Path.home() / "Videos" / "RTFormer Studio"
+        folder = Path(read_setting(self.settings, "output_folder", str(default)))
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -759,20 +759,14 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def default_output_folder() -> Path:
-    return Path.home() / "Videos" / "RTFormer Studio"
-
-
 def unused_path(folder: Path, pattern: str, suffix: str) -> Path:
     """folder/<time.strftime(pattern)><suffix>, with -2, -3, ... when that name is taken
     (two recordings or snapshots in the same second must not overwrite each other)."""
     stem = time.strftime(pattern)
-    path = folder / f"{stem}{suffix}"
-    for number in itertools.count(2):
-        if not path.exists():
-            return path
-        path = folder / f"{stem}-{number}{suffix}"
-    raise AssertionError("unreachable")
+    path, number = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, number = folder / f"{stem}-{number}{suffix}", number + 1
+    return path
 
 
 def list_cameras() -> list[tuple[str, str, list[tuple[int, int]]]]:

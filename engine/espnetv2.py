@@ -132,7 +132,7 @@ class DownSampler(nn.Module):
         return self.act(output + self.inp_reinf(image))
 
 
-class Sequential3(nn.Module):
+class DecoderConvBN(nn.Module):
     """conv -> BN -> PReLU with the tensor names cbr.0/1/2 (the decoder's layers)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, groups: int = 1):
@@ -147,7 +147,7 @@ class Sequential3(nn.Module):
         return self.cbr(x)
 
 
-class BNActSeq(nn.Module):
+class DecoderBNAct(nn.Module):
     """BN -> PReLU with the tensor names br.0/1."""
 
     def __init__(self, channels: int):
@@ -178,19 +178,19 @@ class EfficientPyramidPool(nn.Module):
     def __init__(self, c_in: int, proj: int, c_out: int, last: bool = False):
         super().__init__()
         count = len(self.SCALES)
-        self.projection_layer = Sequential3(c_in, proj, 1)
+        self.projection_layer = DecoderConvBN(c_in, proj, 1)
         self.stages = nn.ModuleList(
             nn.Conv2d(proj, proj, 3, 1, 1, groups=proj, bias=False) for _ in self.SCALES
         )
         self.merge_layer = nn.Sequential(
-            BNActSeq(proj * count),
+            DecoderBNAct(proj * count),
             ChannelShuffle(count),
-            Sequential3(proj * count, proj, 3, groups=proj),
+            DecoderConvBN(proj * count, proj, 3, groups=proj),
             nn.Conv2d(proj, c_out, 1, bias=last),
         )
         self.last = last
         if not last:
-            self.br = BNActSeq(c_out)
+            self.br = DecoderBNAct(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.projection_layer(x)
@@ -220,7 +220,7 @@ class EfficientPointwise(nn.Module):
         self.wt_layer = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, c_out, 1, bias=False), nn.Sigmoid()
         )
-        self.expansion_layer = Sequential3(c_in, c_out, 3, groups=math.gcd(c_in, c_out))
+        self.expansion_layer = DecoderConvBN(c_in, c_out, 3, groups=math.gcd(c_in, c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expansion_layer(x) * self.wt_layer(x)

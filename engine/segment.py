@@ -158,9 +158,15 @@ def segment_image(
     frame = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if frame is None:
         raise VideoError(f"cannot read image {source}")
+    write_segmented(segmenter, frame, output, view, alpha, labels_only)
+
+
+def write_segmented(
+    segmenter: Segmenter, frame, output: Path, view: str, alpha: float, labels_only: bool
+) -> None:
+    """Segment a BGR frame and write the picture (or label map) to `output`, whose folder exists."""
     labels = segmenter.predict(frame)
     picture = labels if labels_only else render(view, frame, labels, segmenter.lut, alpha)
-    make_output_folder(output.parent)
     if not cv2.imwrite(str(output), picture):
         raise VideoError(f"cannot write {output}")
 
@@ -175,11 +181,9 @@ def make_output_folder(folder: Path) -> None:
 
 def check_output(source: Path, output: Path) -> None:
     """Refuse an output that would overwrite the input (the user's video would be lost
-    while it is being read), or that cannot be created."""
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
+    while it is being read), and create its folder or say why it cannot be."""
+    if output.resolve() == source.resolve():
         raise VideoError(f"the output {output} is the input: choose another name, the input would be lost")
-    if source.is_dir() and output.resolve() == source.resolve():
-        raise VideoError(f"the output folder {output} is the input folder: choose another one")
     make_output_folder(output if source.is_dir() else output.parent)
 
 
@@ -231,14 +235,12 @@ def segment_folder(
         raise VideoError(f"no images in {source}")
     report = SegmentReport(0, 0.0)
     for image in tqdm(images, unit="image", disable=not progress):
-        try:
-            segment_image(segmenter, image, output / f"{image.stem}.png", view, alpha, labels_only)
-        except VideoError as error:
-            if "cannot read image" not in str(error):
-                raise  # a write failure concerns every image: stop
-            log.warning("skipping %s: %s", image, error)
+        frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if frame is None:  # skip it; a write failure, in contrast, concerns every image and stops
+            log.warning("skipping %s: cannot read it as an image", image)
             report.skipped.append(image)
             continue
+        write_segmented(segmenter, frame, output / f"{image.stem}.png", view, alpha, labels_only)
         report.frames += 1
     if report.skipped:
         names = ", ".join(path.name for path in report.skipped)
