@@ -181,22 +181,31 @@ class LatestSlot:
 
 class _Pacer:
     """Plays file frames at their native rate: frame timestamps against the wall clock.
-    `reset` restarts the clock at the next frame (after a pause, a seek, a loop)."""
+    `reset` restarts the clock at the next frame (after a pause or a seek); `loop` makes
+    the first frame after a jump back to the start due one frame period after the last.
+    """
 
     def __init__(self) -> None:
-        self._origin: tuple[float, float] | None = None
+        self._origin: tuple[float, float | None] | None = None  # (wall clock, timestamp) of one frame
+        self._last_due: float | None = None
 
     def reset(self) -> None:
         self._origin = None
 
+    def loop(self, period: float) -> None:
+        # A reset here let a one-image source (a loop per frame) run as fast as it could
+        # be read: 220 "captured" frames a second instead of 5, beside inference.
+        self._origin = None if self._last_due is None else (self._last_due + period, None)
+
     def delay(self, timestamp: float) -> float:
         """Seconds to wait before showing the frame stamped `timestamp`."""
         now = time.monotonic()
-        if self._origin is None:
-            self._origin = (now, timestamp)
-            return 0.0
+        if self._origin is None or self._origin[1] is None:
+            clock = now if self._origin is None else self._origin[0]
+            self._origin = (clock, timestamp)
         clock, stamp = self._origin
-        return max(0.0, clock + (timestamp - stamp) - now)
+        self._last_due = clock + (timestamp - stamp)
+        return max(0.0, self._last_due - now)
 
 
 @dataclass(eq=False)
@@ -344,7 +353,7 @@ class CaptureService:
             if frame is None:
                 if self.loop and source.seekable:
                     source.seek(0.0)
-                    pacer.reset()
+                    pacer.loop(1.0 / source.fps)
                     continue
                 return
             self.stats.add("capture", (time.perf_counter() - started) * 1e3)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from app.services import CaptureService, LatestSlot, RecorderService, RollingStats, ViewSettings
-from app.sources import CameraSource, FakeCamera, Frame, FrameSource, VideoFileSource
+from app.sources import CameraSource, FakeCamera, Frame, FrameSource, ImageSequenceSource, VideoFileSource
 from app.window import MainWindow
 from engine.cli import main as rtformer
 from engine.video import VideoWriter, probe, read_frames
@@ -268,6 +268,23 @@ def test_resuming_after_a_pause_plays_at_the_native_rate(video):
     after = delivered[count : count + 8]
     # 8 frames at 20 fps span 0.35 s; before the fix the 20 "late" frames came in 0.1 s.
     assert after[-1] - after[0] > 0.25
+
+
+def test_a_looping_single_image_plays_at_its_rate_not_as_fast_as_it_can_be_read(tmp_path):
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), synthetic_frame(96, 128))
+    stats = RollingStats()
+    delivered: list[float] = []
+    capture = CaptureService(
+        LatestSlot(stats), stats, lambda message: None, lambda seconds: delivered.append(time.monotonic())
+    )
+    capture.start(ImageSequenceSource(image, fps=5.0))
+    deadline = time.monotonic() + 10
+    while len(delivered) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    capture.shutdown()
+    # 6 frames at 5 fps span 1 s; before the fix every loop restarted the clock (220 a second).
+    assert delivered[5] - delivered[0] > 0.8
 
 
 class BrokenSource(FrameSource):
