@@ -173,6 +173,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> N
         help_text = f"default: {default!r}"
         if isinstance(default, bool):
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif isinstance(default, tuple) and not default:  # a list of any length (folders)
+            parser.add_argument(option, nargs="*", default=None, help=help_text)
         elif isinstance(default, tuple):
             kind = type(default[0])
             parser.add_argument(option, type=kind, nargs=len(default), default=None, help=help_text)

@@ -35,7 +35,7 @@ class DatasetError(Exception):
 @dataclass(frozen=True)
 class Sample:
     image: Path
-    label: Path
+    label: Path | None  # None: an unlabelled image (every pixel ignored by the labelled loss)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -78,6 +78,7 @@ class SegmentationDataset(Dataset):
         classes: ClassSet,
         label_table: np.ndarray | None = None,
         transform: Callable | None = None,
+        fit_size: tuple[int, int] | None = None,
     ) -> None:
         if not samples:
             raise DatasetError("the dataset holds no images")
@@ -85,6 +86,9 @@ class SegmentationDataset(Dataset):
         self.classes = classes
         self.label_table = label_table
         self.transform = transform or EvalTransform()
+        # Unlabelled frames of any size are first scaled, aspect kept, to fit this (H, W):
+        # the size the app feeds the model, so their objects have the labelled images' scale.
+        self.fit_size = fit_size
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -92,7 +96,11 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw image (RGB uint8) and label (uint8, 255 = ignore) of sample `index`."""
         sample = self.samples[index]
-        image, label = read_image(sample.image), read_label(sample.label)
+        image = read_image(sample.image)
+        if sample.label is None:
+            image = fit_within(image, self.fit_size)
+            return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+        label = read_label(sample.label)
         if self.label_table is not None:
             label = self.label_table[label]
         if image.shape[:2] != label.shape:
@@ -111,6 +119,38 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.load(index)
         return self.transform(image, label, index)
+
+
+def fit_within(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """`image` scaled (aspect kept, INTER_AREA) to fit within (H, W); unchanged when None or already fitting."""
+    if size is None:
+        return image
+    scale = min(size[0] / image.shape[0], size[1] / image.shape[1])
+    if scale >= 1.0:
+        return image
+    target = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+
+
+class CombinedDataset(Dataset):
+    """Several datasets with one class set, indexed one after another (e.g. CamVid's
+    labelled images, then unlabelled folders supervised by a teacher)."""
+
+    def __init__(self, parts: list[SegmentationDataset]) -> None:
+        names = {part.classes.names for part in parts}
+        if len(names) != 1:
+            raise DatasetError("datasets to combine must have the same classes")
+        self.parts = parts
+        self.classes = parts[0].classes
+        self.samples = [sample for part in parts for sample in part.samples]
+        self._starts = np.cumsum([0] + [len(part) for part in parts])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.parts[part].load(index - int(self._starts[part]))
 
 
 # ---------------------------------------------------------------- dataset readers
@@ -215,6 +255,16 @@ def parse_class_list(path: Path) -> ClassSet:
     return ClassSet(generic.dataset, tuple(names), tuple(colours) if colours else generic.palette)
 
 
+def unlabelled_folder(
+    root: str | Path, classes: ClassSet, fit_size: tuple[int, int] | None
+) -> SegmentationDataset:
+    """Every image in `root` (sorted), without labels: for training under a teacher."""
+    images = _images_in(_require_dir(Path(root), "unlabelled image"))
+    if not images:
+        raise DatasetError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return SegmentationDataset([Sample(image, None) for image in images], classes, fit_size=fit_size)
+
+
 READERS: dict[str, Callable[[Path, str], SegmentationDataset]] = {
     "camvid": camvid,
     "cityscapes": cityscapes,
@@ -257,10 +307,17 @@ class EvalTransform:
 
 @dataclass
 class TrainTransform:
-    """The official augmentation: random scale, crop with ignore padding, flip, colour distortion.
+    """The official augmentation (random scale, crop with ignore padding, flip, colour
+    distortion) and, when their probabilities are set, augmentation that breaks one
+    dataset's look for footage it has never seen: label-aware sky replacement, hue and
+    colour temperature, gamma, grayscale, blur, sensor noise and JPEG artefacts, and
+    anisotropic stretch (other aspect ratios squeezed into the model's input).
 
     Randomness comes from `(seed, key)` alone (key: the sample's position in the
     training stream), so resumed runs and any number of workers agree exactly.
+    Teacher targets (`soft`, (H, W, K) uint8 probabilities) get the same geometry as
+    the image; photometric changes never touch them: the student learns to give the
+    clean frame's answer on the altered one.
     """
 
     crop_size: tuple[int, int] = (512, 1024)  # (H, W)
@@ -269,42 +326,148 @@ class TrainTransform:
     flip: bool = True
     jitter: float = 0.4  # brightness, contrast and saturation factors in [1-j, 1+j]
     seed: int = 0
+    stretch: float = 0.0  # width scaled by an extra factor in [1/(1+s), 1+s] (aspect ratios)
+    sky_prob: float = 0.0  # replace labelled sky by a blue gradient with clouds
+    sky_class: int = 0
+    hue_prob: float = 0.0  # hue shift up to +-hue_degrees, and a colour temperature change
+    hue_degrees: float = 12.0
+    gamma_prob: float = 0.0  # gamma in [0.6, 1.6]
+    grayscale_prob: float = 0.0
+    blur_prob: float = 0.0  # Gaussian, sigma up to 1.5 px
+    noise_prob: float = 0.0  # Gaussian sensor noise, sigma up to 8 grey levels
+    jpeg_prob: float = 0.0  # re-encoded at quality 25-90
 
-    def __call__(self, image: np.ndarray, label: np.ndarray, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: np.ndarray, label: np.ndarray, key: int, soft: np.ndarray | None = None):
         rng = np.random.default_rng([self.seed, key, 1])
-        image, label = self.random_scale(image, label, rng)
-        image, label = self.random_crop(image, label, rng)
+        image, label, soft = self.random_scale(image, label, rng, soft)
+        image, label, soft = self.random_crop(image, label, rng, soft)
         if self.flip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
+            soft = soft[:, ::-1] if soft is not None else None
+        # A stream of its own: adding look changes leaves the geometry of every sample as it was.
+        look = np.random.default_rng([self.seed, key, 2])
+        image = self.change_look(np.ascontiguousarray(image), label, look)
         image = self.distort_colour(image, rng)
-        return normalize(image), torch.from_numpy(label.astype(np.int64))
+        image = self.camera_effects(image, look)
+        tensors = normalize(image), torch.from_numpy(label.astype(np.int64))
+        if soft is None:
+            return tensors
+        return (*tensors, torch.from_numpy(np.ascontiguousarray(soft.transpose(2, 0, 1))))
 
-    def random_scale(self, image, label, rng):
+    def random_scale(self, image, label, rng, soft=None):
         low, high = self.scale_range
         steps = round((high - low) / self.scale_step) if self.scale_step else 0
         scale = low + self.scale_step * rng.integers(0, steps + 1) if steps else rng.uniform(low, high)
         height, width = label.shape
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        stretch = float(np.exp(rng.uniform(-1, 1) * np.log1p(self.stretch))) if self.stretch else 1.0
+        size = (max(1, round(width * scale * stretch)), max(1, round(height * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-        return image, label
+        if soft is not None:
+            soft = resize_channels(soft, size)
+        return image, label, soft
 
-    def random_crop(self, image, label, rng):
+    def random_crop(self, image, label, rng, soft=None):
         crop_h, crop_w = self.crop_size
         height, width = label.shape
         pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
         if pad_h or pad_w:  # pad with ignore so padding never counts as a class
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
             label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
+            if soft is not None:  # all-zero targets mark padding: no teacher there
+                soft = np.pad(soft, ((0, pad_h), (0, pad_w), (0, 0)))
             height, width = label.shape
         top = int(rng.integers(0, height - crop_h + 1))
         left = int(rng.integers(0, width - crop_w + 1))
-        return image[top : top + crop_h, left : left + crop_w], label[
-            top : top + crop_h, left : left + crop_w
-        ]
+        window = (slice(top, top + crop_h), slice(left, left + crop_w))
+        return image[window], label[window], (soft[window] if soft is not None else None)
 
     def distort_colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return distort_colour(image, rng, self.jitter)
+
+    def change_look(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Sky, hue/colour temperature, gamma and grayscale, each with its probability."""
+        draws = rng.random(4)
+        if draws[0] < self.sky_prob:
+            image = replace_sky(image, label == self.sky_class, rng)
+        if draws[1] < self.hue_prob:
+            image = shift_hue_and_temperature(image, rng, self.hue_degrees)
+        if draws[2] < self.gamma_prob:
+            image = apply_gamma(image, float(np.exp(rng.uniform(np.log(0.6), np.log(1.6)))))
+        if draws[3] < self.grayscale_prob:
+            image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        return image
+
+    def camera_effects(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Blur, noise and JPEG, in the order a camera applies them."""
+        draws = rng.random(3)
+        if draws[0] < self.blur_prob:
+            image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 1.5)))
+        if draws[1] < self.noise_prob:
+            noise = rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape).astype(np.float32)
+            image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        if draws[2] < self.jpeg_prob:
+            quality = int(rng.integers(25, 91))
+            ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if ok else image
+        return np.ascontiguousarray(image)
+
+
+def resize_channels(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, K) uint8 resized bilinearly to (width, height) = `size`, in groups of 4
+    channels (what cv2 resizes for any K)."""
+    parts = [
+        cv2.resize(array[..., k : k + 4], size, interpolation=cv2.INTER_LINEAR)
+        for k in range(0, array.shape[2], 4)
+    ]
+    parts = [part[..., None] if part.ndim == 2 else part for part in parts]
+    return np.concatenate(parts, axis=2)
+
+
+def replace_sky(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paint the `sky` pixels as a clear or cloudy daytime sky: a vertical gradient from a
+    deep blue at the top to a pale one at the horizon, with soft white clouds.
+
+    CamVid's skies are overcast grey; this is what its models never see.
+    """
+    if not sky.any():
+        return image
+    height, width = sky.shape
+    rows = np.nonzero(sky.any(axis=1))[0]
+    top, bottom = rows[0], max(rows[-1], rows[0] + 1)
+    position = np.clip((np.arange(height, dtype=np.float32) - top) / (bottom - top), 0, 1)[:, None, None]
+    zenith = np.array([rng.uniform(20, 90), rng.uniform(80, 150), rng.uniform(180, 250)], np.float32)
+    horizon = np.array([rng.uniform(150, 215), rng.uniform(185, 230), rng.uniform(225, 255)], np.float32)
+    sky_image = zenith * (1 - position) + horizon * position  # (H, 1, 3)
+    sky_image = np.broadcast_to(sky_image, (height, width, 3)).copy()
+    cover = rng.uniform(0.0, 0.6)  # fraction of the sky under cloud
+    if cover > 0.05:
+        coarse = rng.random((max(2, height // 40), max(2, width // 40))).astype(np.float32)
+        field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        field = cv2.GaussianBlur(field, (0, 0), max(2.0, width / 60))
+        threshold = np.quantile(field, 1 - cover)
+        alpha = np.clip((field - threshold) * 6, 0, 1)[..., None] * rng.uniform(0.6, 1.0)
+        cloud = np.float32(rng.uniform(215, 255))
+        sky_image = sky_image * (1 - alpha) + cloud * alpha
+    mask = cv2.GaussianBlur(sky.astype(np.float32), (3, 3), 0)[..., None]  # soften the seam
+    out = image.astype(np.float32) * (1 - mask) + sky_image * mask
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def shift_hue_and_temperature(image: np.ndarray, rng: np.random.Generator, degrees: float) -> np.ndarray:
+    """Hue rotated by up to +-`degrees`, then a warm or cool cast (red/blue gains 0.8-1.2)."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)  # OpenCV hue: 0-179, 2 degrees a step
+    shift = round(rng.uniform(-degrees, degrees) / 2)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+    image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+    warmth = rng.uniform(-0.2, 0.2)
+    gains = np.array([1 + warmth, 1.0, 1 - warmth], np.float32)
+    return np.clip(image * gains, 0, 255).astype(np.uint8)
+
+
+def apply_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
+    table = (np.linspace(0, 1, 256) ** gamma * 255).round().astype(np.uint8)
+    return table[image]
 
 
 def distort_colour(image: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
@@ -352,8 +515,15 @@ class EpochStream(Dataset):
     with randomness drawn from (seed, p) alone: the stream is the same for any
     number of workers and ranks, and after a resume."""
 
-    def __init__(self, dataset: SegmentationDataset, transform: TrainTransform) -> None:
+    def __init__(
+        self,
+        dataset: SegmentationDataset | CombinedDataset,
+        transform: TrainTransform,
+        soft_targets: Callable[[int, tuple[int, int]], np.ndarray] | None = None,
+    ) -> None:
         self.dataset, self.transform = dataset, transform
+        # soft_targets(index, (H, W)) -> (H, W, K) uint8 teacher probabilities of sample `index`
+        self.soft_targets = soft_targets
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
     def index_at(self, position: int) -> int:
@@ -366,6 +536,9 @@ class EpochStream(Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.dataset.load(self.index_at(position))
-        return self.transform(image, label, position)
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, ...]:
+        index = self.index_at(position)
+        image, label = self.dataset.load(index)
+        if self.soft_targets is None:
+            return self.transform(image, label, position)
+        return self.transform(image, label, position, self.soft_targets(index, image.shape[:2]))

@@ -40,7 +40,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from engine.checkpoint import CheckpointInfo, save_checkpoint
-from engine.data import IGNORE_INDEX, EpochStream, ResumableSampler, TrainTransform, open_dataset
+from engine.classes import CAMVID, ClassSet
+from engine.data import (
+    IGNORE_INDEX,
+    CombinedDataset,
+    EpochStream,
+    ResumableSampler,
+    TrainTransform,
+    open_dataset,
+    unlabelled_folder,
+)
+from engine.distill import TeacherTargets, class_weight_vector, distillation_loss, load_teacher
 from engine.evaluate import evaluate
 from engine.rtformer import RTFormer, variant_config
 
@@ -87,6 +97,25 @@ class TrainConfig:
     amp_dtype: str = "bfloat16"  # "float16" (with loss scaling) where the GPU lacks bfloat16
     pretrained_backbone: str = ""  # a checkpoint whose matching tensors initialise the model
     resume: bool = False
+    # Augmentation against one dataset's look (probabilities; 0 = off): see engine.data.TrainTransform.
+    stretch: float = 0.0
+    sky_prob: float = 0.0
+    hue_prob: float = 0.0
+    gamma_prob: float = 0.0
+    grayscale_prob: float = 0.0
+    blur_prob: float = 0.0
+    noise_prob: float = 0.0
+    jpeg_prob: float = 0.0
+    # Distillation (engine.distill): a teacher file enables it.
+    teacher: str = ""  # ESPNetv2 Cityscapes weights, merged to CamVid's classes
+    teacher_scale: float = 2.0  # the teacher's input: the image resized by this
+    teacher_targets: str = "cached"  # "cached" (computed once per image) or "online" (every crop)
+    teacher_cache: str = "runs/teacher-cache"
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    distill_labelled_weight: float = 1.0  # on pixels that have a label (1 = like every other pixel)
+    distill_class_weights: dict = field(default_factory=dict)  # class name -> weight, by the teacher's class
+    unlabelled: tuple[str, ...] = ()  # image folders trained on under the teacher alone
 
     def replace(self, **values) -> TrainConfig:
         return replace_config(self, values, "training")
@@ -126,12 +155,20 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def segmentation_loss(outputs, labels: torch.Tensor, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy on main (weight 1) and aux (aux_weight) logits; returns (total, main)."""
+    """Cross-entropy on main (weight 1) and aux (aux_weight) logits over the labelled
+    pixels; returns (total, main). 0 for a batch without labels (unlabelled images)."""
     logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-    main = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    main = labelled_cross_entropy(logits, labels)
     if aux_logits is None:
         return main, main
-    return main + aux_weight * F.cross_entropy(aux_logits.float(), labels, ignore_index=IGNORE_INDEX), main
+    return main + aux_weight * labelled_cross_entropy(aux_logits, labels), main
+
+
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over pixels with a label; 0 (still in the graph) when there are none,
+    where F.cross_entropy's mean would be 0/0."""
+    summed = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return summed / (labels != IGNORE_INDEX).sum().clamp_min(1)
 
 
 @torch.no_grad()
@@ -192,18 +229,22 @@ class Trainer:
         self.is_main = self.rank == 0
         torch.manual_seed(config.seed)
 
-        transform = TrainTransform(
-            config.crop_size, config.scale_range, jitter=config.jitter, seed=config.seed
-        )
-        self.train_set = open_dataset(config.dataset, config.data_root, config.train_split)
-        self.stream = EpochStream(self.train_set, transform)
+        labelled = open_dataset(config.dataset, config.data_root, config.train_split)
         self.val_set = (
             open_dataset(config.dataset, config.data_root, config.val_split) if config.val_split else None
         )
-        self.classes = self.train_set.classes
+        self.classes = labelled.classes
         # Inference size recorded in the weights: the evaluation images' own size.
-        reference = self.val_set or self.train_set
+        reference = self.val_set or labelled
         self.input_size = tuple(cv2.imread(str(reference.samples[0].image)).shape[:2])
+        if config.unlabelled and not config.teacher:
+            raise ValueError("unlabelled folders need a teacher to supervise them (--teacher)")
+        self.train_set = labelled
+        if config.unlabelled:
+            folders = [unlabelled_folder(f, self.classes, self.input_size) for f in config.unlabelled]
+            self.train_set = CombinedDataset([labelled, *folders])
+        self.setup_distillation()
+        self.stream = EpochStream(self.train_set, make_transform(config, self.classes), self.cached_targets)
 
         model_config = variant_config(
             config.variant, num_classes=self.classes.num_classes, **config.model_overrides
@@ -235,6 +276,28 @@ class Trainer:
                 self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.network, device_ids=device_ids)
+
+    def setup_distillation(self) -> None:
+        """The teacher (online) or its cached answers, and the per-class weights."""
+        config = self.config
+        self.teacher, self.cached_targets, self.class_weights = None, None, None
+        if not config.teacher:
+            return
+        if self.classes.names != CAMVID.names:
+            raise ValueError("the ESPNetv2 teacher speaks CamVid's 11 classes; the training data has others")
+        self.class_weights = class_weight_vector(self.classes.names, config.distill_class_weights)
+        if config.teacher_targets == "online":
+            self.teacher = load_teacher(config.teacher, config.teacher_scale).to(self.device)
+        elif config.teacher_targets == "cached":
+            self.cached_targets = TeacherTargets(
+                self.train_set, config.teacher, config.teacher_cache, config.teacher_scale, self.input_size
+            )
+            if self.is_main and self.cached_targets.missing():
+                self.say(f"computing the teacher's targets once, into {self.cached_targets.folder}")
+                self.cached_targets.compute(progress=True)
+            self.barrier()
+        else:
+            raise ValueError(f"teacher_targets must be 'cached' or 'online', not {config.teacher_targets!r}")
 
     # ------------------------------------------------------------ the loop
 
@@ -313,13 +376,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(self.config.grad_accum):
-            images, labels = next(loader)
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
+            batch = [tensor.to(self.device, non_blocking=True) for tensor in next(loader)]
+            images, labels = batch[:2]
+            targets = batch[2] if len(batch) > 2 else None
+            if self.teacher is not None:
+                with torch.inference_mode():
+                    targets = self.teacher.probabilities(images).clone()
             last = micro == self.config.grad_accum - 1
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
             with sync, torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                loss, _ = segmentation_loss(self.network(images), labels, self.config.aux_weight)
+                outputs = self.network(images)
+                loss, _ = segmentation_loss(outputs, labels, self.config.aux_weight)
+                if targets is not None:
+                    loss = loss + self.config.distill_weight * self.distill(outputs, labels, targets)
                 self.scaler.scale(loss / self.config.grad_accum).backward()
             total += loss.item() / self.config.grad_accum
         self.scaler.step(self.optimizer)
@@ -327,6 +396,18 @@ class Trainer:
         if not math.isfinite(total):
             raise FloatingPointError(f"loss became {total} at step {self.step}")
         return total
+
+    def distill(self, outputs, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The distillation term on the main head, every pixel (labelled ones weighted
+        by distill_labelled_weight)."""
+        logits = outputs[0] if isinstance(outputs, tuple) else outputs
+        pixel_weights = None
+        if self.config.distill_labelled_weight != 1.0:
+            labelled = labels != IGNORE_INDEX
+            pixel_weights = torch.where(labelled, self.config.distill_labelled_weight, 1.0)
+        return distillation_loss(
+            logits, targets, self.config.distill_temperature, self.class_weights, pixel_weights
+        )
 
     def make_loader(self) -> DataLoader:
         config = self.config
@@ -424,6 +505,27 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
+    sky = classes.names.index("Sky") if "Sky" in classes.names else -1
+    if config.sky_prob and sky < 0:
+        raise ValueError("sky_prob needs a class named 'Sky' in the training data")
+    return TrainTransform(
+        config.crop_size,
+        config.scale_range,
+        jitter=config.jitter,
+        seed=config.seed,
+        stretch=config.stretch,
+        sky_prob=config.sky_prob,
+        sky_class=sky,
+        hue_prob=config.hue_prob,
+        gamma_prob=config.gamma_prob,
+        grayscale_prob=config.grayscale_prob,
+        blur_prob=config.blur_prob,
+        noise_prob=config.noise_prob,
+        jpeg_prob=config.jpeg_prob,
+    )
 
 
 def _quiet_worker(worker_id: int) -> None:
