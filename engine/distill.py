@@ -33,7 +33,10 @@ MIN_TARGET_MASS = 32
 
 
 def load_teacher(path: str | Path, scale: float = 2.0) -> CamVidTeacher:
-    return CamVidTeacher(load_espnetv2(path), scale=scale).eval()
+    """The teacher in eval mode. Building it draws initial weights: the global RNG is
+    left as it was, so whether a cache had to be filled never changes the training run."""
+    with torch.random.fork_rng(devices=[]):
+        return CamVidTeacher(load_espnetv2(path), scale=scale).eval()
 
 
 def distillation_loss(
