@@ -106,6 +106,35 @@ def cmd_eval_teacher(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}")
 
 
+def cmd_probe(args: argparse.Namespace) -> None:
+    from engine.probe import TeacherReference, list_frames, probe, side_by_side_writer
+    from engine.segmenter import Segmenter
+
+    segmenter = Segmenter(
+        args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
+    )
+    reference = TeacherReference(args.teacher)
+    names = segmenter.class_names
+    if list(names) != list(CLASS_SETS["camvid"].names):
+        raise ValueError(
+            f"{args.checkpoint} predicts {len(names)} classes; the teacher's reference is CamVid's 11"
+        )
+    overlays = side_by_side_writer(args.overlays, segmenter.info.palette) if args.overlays else None
+    report = probe(
+        segmenter.predict,
+        reference,
+        list_frames(args.frames),
+        names,
+        model_name=f"{Path(args.checkpoint).name} on {segmenter.description}",
+        reference_name=reference.name,
+        overlays=overlays,
+    )
+    print(report.table())
+    if args.output:
+        report.to_json(args.output)
+        print(f"wrote {args.output}")
+
+
 def cmd_segment(args: argparse.Namespace) -> None:
     from engine.segment import segment_path
     from engine.segmenter import Segmenter
@@ -255,6 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("-o", "--output", help="write the report as JSON")
     teacher.set_defaults(run=cmd_eval_teacher)
 
+    probing = commands.add_parser(
+        "probe", help="agreement with the Cityscapes teacher on unlabelled frames (generalization)"
+    )
+    probing.add_argument("checkpoint")
+    probing.add_argument(
+        "--frames", required=True, help="a folder of images (e.g. shared/data/dashcam-probe)"
+    )
+    probing.add_argument("--teacher", required=True, help="espnetv2_s_2.0_city_1024x512.pth")
+    probing.add_argument("--backend", default="auto", choices=BACKENDS)
+    probing.add_argument("--device", default="auto", choices=DEVICES)
+    probing.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    probing.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
+    probing.add_argument("--overlays", help="write ours-beside-the-reference images into this folder")
+    probing.add_argument("-o", "--output", help="write the report as JSON")
+    probing.set_defaults(run=cmd_probe)
+
     segment = commands.add_parser("segment", help="segment a video, an image or a folder of images")
     segment.add_argument("input")
     segment.add_argument(
@@ -303,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, DatasetError, BackendError, VideoError, ValueError) as error:
+    except (CheckpointError, DatasetError, BackendError, VideoError, ValueError, FileNotFoundError) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -121,11 +121,26 @@ class TeacherTargets:
             save_array(np.ascontiguousarray(target.numpy()), self.path(index))
         return len(indices)
 
+    def compute_in_child(self, progress: bool = True) -> None:
+        """`compute` in a spawned process. The teacher's inference starts OpenMP's thread
+        pool; a process that has one and then forks DataLoader workers deadlocks them
+        (seen here: the worker hung in torch.set_num_threads). A child keeps the trainer clean."""
+        context = torch.multiprocessing.get_context("spawn")
+        child = context.Process(target=_compute_targets, args=(self, progress))
+        child.start()
+        child.join()
+        if child.exitcode != 0 or self.missing():
+            raise RuntimeError(f"computing the teacher's targets failed (exit code {child.exitcode})")
+
     def __call__(self, index: int, size: tuple[int, int]) -> np.ndarray:
         target = np.load(self.path(index))
         if target.shape[:2] != tuple(size):
             target = resize_channels(target, (size[1], size[0]))
         return target
+
+
+def _compute_targets(targets: TeacherTargets, progress: bool) -> None:
+    targets.compute(progress=progress)
 
 
 def save_array(array: np.ndarray, path: Path) -> None:

@@ -327,5 +327,17 @@ class CamVidTeacher(nn.Module):
         merged = torch.einsum("kc,nchw->nkhw", self.merge, teacher)
         return F.interpolate(merged, size=(height, width), mode="bilinear", align_corners=False)
 
+    def labels(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised -> (N, H, W) uint8 CamVid labels from the argmax over all
+        20 channels; 255 where the teacher's answer is its background channel."""
+        height, width = image.shape[2:]
+        size = (round(height * self.scale / 32) * 32, round(width * self.scale / 32) * 32)
+        scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(
+            self.network(scaled), size=(height, width), mode="bilinear", align_corners=False
+        )
+        table = torch.tensor([*CITYSCAPES_TO_CAMVID, 255], dtype=torch.uint8, device=image.device)
+        return table[logits.argmax(dim=1)]
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.probabilities(image).clamp_min(1e-8).log()

@@ -294,7 +294,7 @@ class Trainer:
             )
             if self.is_main and self.cached_targets.missing():
                 self.say(f"computing the teacher's targets once, into {self.cached_targets.folder}")
-                self.cached_targets.compute(progress=True)
+                self.cached_targets.compute_in_child(progress=True)
             self.barrier()
         else:
             raise ValueError(f"teacher_targets must be 'cached' or 'online', not {config.teacher_targets!r}")
