@@ -247,3 +247,16 @@ def test_the_qt_binding_keeps_its_references():
     from app.qtcheck import qt_reference_leak
 
     assert qt_reference_leak() is None  # fails on PySide6 6.12.0
+
+
+def test_without_a_source_the_driving_demo_opens_and_both_demos_are_in_the_file_menu(qtbot, window, weights):
+    from app.window import CAMVID_DEMO_VIDEO, DEMO_VIDEO
+
+    window.start(None, str(weights["slim"]))
+    assert window.source.path == str(DEMO_VIDEO) and DEMO_VIDEO.is_file()
+    wait_for_results(qtbot, window, 3)  # the bundled clip decodes and segments
+    titles = {action.text(): action for action in window.menuBar().actions()[0].menu().actions()}
+    camvid = next(action for text, action in titles.items() if "CamVid demo" in text)
+    camvid.trigger()
+    assert window.source.path == str(CAMVID_DEMO_VIDEO)
+    wait_for_results(qtbot, window, 3)

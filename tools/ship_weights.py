@@ -38,35 +38,24 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="store float16 (evaluated as stored)")
     parser.add_argument("--trained-on", help="where it was trained, e.g. 'one NVIDIA H200'")
     parser.add_argument("--training-command", help="the command that trained it, when not `rtformer train`")
+    parser.add_argument(
+        "--keep-bn",
+        action="store_true",
+        help="ship the training run's BN statistics without trying recalibration (runs that also "
+        "trained on other images: CamVid-only statistics would undo what those taught)",
+    )
     args = parser.parse_args()
 
     as_trained, info = load_checkpoint(args.run / "last.safetensors")
     dataset = open_dataset(args.dataset, args.data_root, args.split)
-    train_set = open_dataset(args.dataset, args.data_root, args.train_split)
-    recalibrated = copy.deepcopy(as_trained)
-    recalibrate_batchnorm(recalibrated, train_set)
-    recalibrated.eval()
     if args.half:  # evaluate exactly what will be stored
-        for model in (as_trained, recalibrated):
-            model.load_state_dict(
-                {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-            )
-    # Which BN statistics to ship is decided on the training images, never on the test split.
-    fit = {
-        name: evaluate(m, train_set).miou
-        for name, m in (("training run", as_trained), ("recalibrated", recalibrated))
-    }
-    chosen = max(fit, key=fit.get)
-    model = recalibrated if chosen == "recalibrated" else as_trained
-    before = evaluate(as_trained, dataset)
-    after = evaluate(recalibrated, dataset)
-    report = after if chosen == "recalibrated" else before
-    print(report.table())
-    print(
-        f"{args.split} mIoU with the training run's BN statistics: {before.miou:.2f}; recalibrated: "
-        f"{after.miou:.2f}; shipped: {chosen} ({args.train_split} mIoU {fit['training run']:.2f} vs "
-        f"{fit['recalibrated']:.2f})"
-    )
+        store_as_half(as_trained)
+    if args.keep_bn:
+        model, report = as_trained, evaluate(as_trained, dataset)
+        print(report.table())
+        bn_metrics = {"bn_statistics": "the training run's (--keep-bn)"}
+    else:
+        model, report, bn_metrics = choose_bn_statistics(as_trained, dataset, args)
 
     log = read_log(args.run / "log.jsonl")
     hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else 0.0
@@ -78,10 +67,7 @@ def main() -> None:
         },
         "evaluation": f"{args.dataset} {args.split}, single scale, full resolution, PyTorch fp32",
         "step": info.metrics.get("step"),
-        f"{args.split}_miou_training_bn_statistics": round(before.miou, 2),
-        f"{args.split}_miou_recalibrated_bn_statistics": round(after.miou, 2),
-        "bn_statistics": f"{chosen} (higher {args.train_split} mIoU: "
-        f"{fit['training run']:.2f} training run, {fit['recalibrated']:.2f} recalibrated)",
+        **bn_metrics,
     }
     extra = dict(info.extra)
     extra["training_hours"] = round(hours, 2)
@@ -100,6 +86,43 @@ def main() -> None:
             {"written": str(args.output), "hours": round(hours, 2), **asdict(report)} | {"confusion": "..."}
         )
     )
+
+
+def store_as_half(model) -> None:
+    model.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    )
+
+
+def choose_bn_statistics(as_trained, dataset, args):
+    """The training run's BN statistics or ones recomputed over the training images,
+    whichever scores higher there (the test split never decides); both evaluated on the test split."""
+    train_set = open_dataset(args.dataset, args.data_root, args.train_split)
+    recalibrated = copy.deepcopy(as_trained)
+    recalibrate_batchnorm(recalibrated, train_set)
+    recalibrated.eval()
+    if args.half:
+        store_as_half(recalibrated)
+    fit = {
+        name: evaluate(m, train_set).miou
+        for name, m in (("training run", as_trained), ("recalibrated", recalibrated))
+    }
+    chosen = max(fit, key=fit.get)
+    before, after = evaluate(as_trained, dataset), evaluate(recalibrated, dataset)
+    report = after if chosen == "recalibrated" else before
+    print(report.table())
+    print(
+        f"{args.split} mIoU with the training run's BN statistics: {before.miou:.2f}; recalibrated: "
+        f"{after.miou:.2f}; shipped: {chosen} ({args.train_split} mIoU {fit['training run']:.2f} vs "
+        f"{fit['recalibrated']:.2f})"
+    )
+    metrics = {
+        f"{args.split}_miou_training_bn_statistics": round(before.miou, 2),
+        f"{args.split}_miou_recalibrated_bn_statistics": round(after.miou, 2),
+        "bn_statistics": f"{chosen} (higher {args.train_split} mIoU: "
+        f"{fit['training run']:.2f} training run, {fit['recalibrated']:.2f} recalibrated)",
+    }
+    return (recalibrated if chosen == "recalibrated" else as_trained), report, metrics
 
 
 if __name__ == "__main__":
