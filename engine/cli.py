@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
         )
         print(f"evaluating on {segmenter.description}", file=sys.stderr)
-        report = evaluate_segmenter(segmenter, dataset)
+        report = evaluate_segmenter(segmenter, dataset, exact=args.exact)
     else:  # the research path: PyTorch at full resolution, optional flip and scales
         device = pick_device(args.device, 0)
         model, _ = load_checkpoint(args.checkpoint, device)
@@ -271,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--precision", default="fp32", choices=PRECISIONS)
     evaluation.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
+    evaluation.add_argument(
+        "--exact",
+        action="store_true",
+        help="with --backend: resize the logits before the argmax (default: the app's path, argmax first)",
+    )
     evaluation.add_argument("-o", "--output", help="write the report as JSON")
     evaluation.set_defaults(run=cmd_eval)
 

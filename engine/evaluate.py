@@ -38,6 +38,7 @@ class EvalReport:
     num_images: int = 0
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    path: str = "research (PyTorch at full resolution)"
 
     @classmethod
     def from_confusion(cls, confusion: np.ndarray, class_names: Sequence[str], **extra) -> EvalReport:
@@ -129,15 +130,21 @@ def evaluate(
     )
 
 
-def evaluate_segmenter(segmenter, dataset: SegmentationDataset, progress: bool = True) -> EvalReport:
-    """Evaluate a deployed `Segmenter` (any backend and precision) the way the app
-    runs it: BGR frames in, exact-path labels at the frame's size out."""
+def evaluate_segmenter(
+    segmenter, dataset: SegmentationDataset, exact: bool = False, progress: bool = True
+) -> EvalReport:
+    """Evaluate a deployed `Segmenter` (any backend and precision) on BGR frames, labels at
+    the frame's size. By default on the app's own path (what the window and `segment` run:
+    argmax at the model's input size, then the labels resized); `exact` resizes the logits
+    first (a little more accurate, slower)."""
     import cv2
 
     num_classes = dataset.classes.num_classes
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     for index in tqdm(range(len(dataset)), desc="evaluate", disable=not progress, leave=False):
         image, label = dataset.load(index)
-        prediction = segmenter.predict(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), exact=True)
+        prediction = segmenter.predict(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), exact=exact)
         update_confusion(confusion, prediction, label)
-    return EvalReport.from_confusion(confusion, dataset.classes.names, num_images=len(dataset))
+    report = EvalReport.from_confusion(confusion, dataset.classes.names, num_images=len(dataset))
+    report.path = "exact (logits resized, then argmax)" if exact else "app (argmax, then labels resized)"
+    return report

@@ -86,3 +86,25 @@ def test_eval_cli_on_the_research_and_the_deployed_paths(tmp_path, capsys):
     )
     assert code == 0 and "mIoU" in capsys.readouterr().out
     assert main(["eval", str(checkpoint), "--data-root", str(root), "--dataset", "cityscapes"]) == 1
+
+
+def test_deployed_evaluation_follows_the_apps_path_unless_exact_is_asked(tmp_path):
+    import cv2
+
+    from engine.evaluate import evaluate_segmenter
+    from engine.segmenter import Segmenter
+    from tests.conftest import write_checkpoint
+    from tests.synthetic import make_camvid
+
+    dataset = open_dataset("camvid", make_camvid(tmp_path / "CamVid", {"test": 2}), "test")
+    # The model's input (64x96 after rounding to 32) differs from the 72x96 frames: the paths differ.
+    segmenter = Segmenter(write_checkpoint(tmp_path / "slim.safetensors", input_size=(72, 96)), "torch")
+    app = evaluate_segmenter(segmenter, dataset, progress=False)
+    exact = evaluate_segmenter(segmenter, dataset, exact=True, progress=False)
+    assert app.path.startswith("app") and exact.path.startswith("exact")
+    expected = np.zeros((11, 11), np.int64)
+    for index in range(len(dataset)):
+        image, label = dataset.load(index)
+        update_confusion(expected, segmenter.predict(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), label)
+    assert app.confusion == expected.tolist()
+    assert app.confusion != exact.confusion
