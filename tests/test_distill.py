@@ -268,3 +268,38 @@ def test_cli_takes_the_distillation_options(camvid_root, unlabelled_root, teache
     assert recorded["unlabelled"] == [str(unlabelled_root)]
     assert recorded["distill_temperature"] == 2.0
     assert recorded["distill_class_weights"] == {"Bicyclist": 0.25}
+
+
+def _distill_rank(rank, world_size, port, camvid_root, unlabelled_root, teacher_file, output) -> None:
+    import os
+    from pathlib import Path
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
+    torch.set_num_threads(1)
+    config = distill_config(
+        camvid_root, Path(output), teacher_file, iters=2, val_split="", unlabelled=(str(unlabelled_root),)
+    )
+    trainer = Trainer(config)
+    trainer.run()
+    flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    torch.save(flat, f"{output}/params-rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_distill_in_sync(camvid_root, unlabelled_root, teacher_file, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "ddp"
+    output.mkdir()
+    arguments = (2, port, str(camvid_root), str(unlabelled_root), str(teacher_file), str(output))
+    mp.start_processes(_distill_rank, args=arguments, nprocs=2, start_method="spawn")
+    rank0 = torch.load(output / "params-rank0.pt", weights_only=True)
+    assert torch.equal(rank0, torch.load(output / "params-rank1.pt", weights_only=True))
+    assert len(list((tmp_path / "cache").glob("*/*.npy"))) == 4 + 3  # computed once, by rank 0
