@@ -15,18 +15,6 @@ from typing import TextIO
 
 CRASH_LOG = "crash.log"
 RUNNING_MARK = "session.running"
-HOME_VARIABLE = "RTFORMER_STUDIO_HOME"  # a folder for settings, crash logs and caches (portable use, tests)
-
-
-def data_folder() -> Path:
-    """The app's data folder: $RTFORMER_STUDIO_HOME, else Qt's per-user app data location
-    (needs the QApplication's name set)."""
-    home = os.environ.get(HOME_VARIABLE)
-    if home:
-        return Path(home)
-    from PySide6.QtCore import QStandardPaths
-
-    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
 
 
 class CrashReporter:

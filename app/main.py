@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 
@@ -24,19 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.crashlog import HOME_VARIABLE, CrashReporter, data_folder
+    from app.crashlog import CrashReporter
     from app.qtcheck import qt_reference_leak
     from app.window import MainWindow
+    from engine.resources import settings_file, user_data_dir
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     application.setApplicationName("RTFormer Studio")
     application.setOrganizationName("RTFormer Studio")
-    home = data_folder()
-    reporter = CrashReporter(home)
+    reporter = CrashReporter(user_data_dir())
     last_session = reporter.start()
-    settings = None
-    if os.environ.get(HOME_VARIABLE):  # a self-contained home: settings live there too
-        settings = QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat)
+    settings = QSettings(str(settings_file()), QSettings.Format.IniFormat)
     window = MainWindow(settings)
     window.resize(1280, 760)
     window.show()

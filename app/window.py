@@ -45,16 +45,11 @@ from app.services import (
     RollingStats,
 )
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
-from engine.checkpoint import SHIPPED_WEIGHTS
+from engine.resources import camvid_demo_video, demo_video, recordings_dir, shipped_weights
 from engine.segmenter import VIEWS, Segmenter
 from engine.video import VideoError
 
 log = logging.getLogger("rtformer.app")
-ROOT = Path(__file__).resolve().parent.parent
-# A real 20 fps drive (Udacity, MIT), held out from the distillation data: what opens first.
-DEMO_VIDEO = ROOT / "assets" / "demo-udacity-hmb-20fps.mp4"
-# CamVid test sequence Seq05VD at 5 fps: the benchmark's own footage, under File.
-CAMVID_DEMO_VIDEO = ROOT / "assets" / "demo-camvid-seq05vd.mp4"
 MAX_RECENT = 8
 
 
@@ -172,7 +167,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("RTFormer Studio")
         self.settings = settings or QSettings("RTFormer Studio", "RTFormer Studio")
-        self.weights = dict(weights or SHIPPED_WEIGHTS)
+        self.weights = dict(weights or shipped_weights())
         self.stats = RollingStats()
         self.mailbox = Mailbox()
         self.slot = LatestSlot(self.stats)
@@ -308,10 +303,12 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &folder of images...", self.open_folder_dialog)
         self._action(file_menu, "Open stream &URL...", self.open_url_dialog)
         self._action(
-            file_menu, "Open the &demo video (a sunny drive)", lambda: self.open_location(str(DEMO_VIDEO))
+            file_menu, "Open the &demo video (a sunny drive)", lambda: self.open_location(str(demo_video()))
         )
         self._action(
-            file_menu, "Open the &CamVid demo (Cambridge)", lambda: self.open_location(str(CAMVID_DEMO_VIDEO))
+            file_menu,
+            "Open the &CamVid demo (Cambridge)",
+            lambda: self.open_location(str(camvid_demo_video())),
         )
         self.recent_menu = file_menu.addMenu("&Recent")
         file_menu.addSeparator()
@@ -652,7 +649,7 @@ class MainWindow(QMainWindow):
 
     def output_folder(self) -> Path:
         """Where recordings and snapshots go (created on first use)."""
-        default = Path.home() / "Videos" / "RTFormer Studio"
+        default = recordings_dir()
         folder = Path(read_setting(self.settings, "output_folder", str(default)))
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -747,9 +744,9 @@ class MainWindow(QMainWindow):
             checkpoint_path.name,
         )
         self.load_model(checkpoint_path, name)
-        location = source or read_setting(self.settings, "source", "") or str(DEMO_VIDEO)
+        location = source or read_setting(self.settings, "source", "") or str(demo_video())
         if not source and not Path(location).exists() and "://" not in location:
-            location = str(DEMO_VIDEO)
+            location = str(demo_video())
         self.open_location(location)
 
     def closeEvent(self, event) -> None:

@@ -21,12 +21,6 @@ from engine.rtformer import RTFormer, RTFormerConfig
 FORMAT = "rtformer-studio/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on 0..1 pixel values
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The checkpoints shipped in weights/ (trained on CamVid, see weights/README.md).
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED_WEIGHTS = {
-    "slim": WEIGHTS_DIR / "rtformer-slim-camvid.safetensors",
-    "base": WEIGHTS_DIR / "rtformer-base-camvid.safetensors",
-}
 # Buffers that carry no information for inference; not stored, not required.
 SKIPPED_BUFFERS = ("num_batches_tracked",)
 

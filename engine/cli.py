@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from engine.checkpoint import SHIPPED_WEIGHTS, CheckpointError, read_checkpoint_info
+from engine.checkpoint import CheckpointError, read_checkpoint_info
 from engine.classes import CLASS_SETS
 from engine.data import DatasetError
+from engine.resources import shipped_weights
 from engine.rtformer import VARIANTS, build_model, count_parameters
 from engine.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
 from engine.video import VideoError
@@ -157,7 +158,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from engine.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench, write_json
 
     sizes = DEFAULT_SIZES + ((LARGE_SIZE,) if args.large else ())
-    weights = {variant: path for variant, path in SHIPPED_WEIGHTS.items() if path.is_file()}
+    weights = {variant: path for variant, path in shipped_weights().items() if path.is_file()}
     if args.gpu_only and not cuda_available():
         raise SystemExit("--gpu-only: no CUDA device here")
     report = run_bench(
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "-o", "--output", required=True, help="an .mp4 for videos, a .png or a folder for images"
     )
-    segment.add_argument("--checkpoint", default=str(SHIPPED_WEIGHTS["slim"]))
+    segment.add_argument("--checkpoint", default=str(shipped_weights()["slim"]))
     segment.add_argument("--backend", default="auto", choices=BACKENDS)
     segment.add_argument("--device", default="auto", choices=DEVICES)
     segment.add_argument("--precision", default="fp32", choices=PRECISIONS)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from engine.resources import user_cache_dir
 from engine.rtformer import RTFormer
 
 DEFAULT_OPSET = 17
@@ -101,14 +101,13 @@ def file_digest(path: str | Path, length: int = 12) -> str:
 
 
 def cache_path(checkpoint: str | Path, kind: str, opset: int = DEFAULT_OPSET) -> Path:
-    """Where the ONNX model of `checkpoint` is cached: beside it, named by the
-    checkpoint's hash and the export settings, or in the user cache when the
-    checkpoint's folder is read-only."""
+    """Where the ONNX model of `checkpoint` is cached: in the user cache folder (never
+    beside the checkpoint, which may sit in an installed package), named by the
+    checkpoint's hash and the export settings."""
     checkpoint = Path(checkpoint)
     name = f"{checkpoint.stem}.{file_digest(checkpoint)}.opset{opset}.{kind}.onnx"
-    folder = checkpoint.parent
-    if not os.access(folder, os.W_OK):
-        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rtformer-studio"
+    folder = user_cache_dir() / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
     return folder / name
 
 

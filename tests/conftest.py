@@ -49,6 +49,20 @@ def synthetic_frame(height: int = 120, width: int = 160, seed: int = 0):
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_home(tmp_path_factory):
+    """Caches, settings and crash logs of everything the tests run go to a temporary
+    folder, never the user's own (subprocesses inherit it)."""
+    home = tmp_path_factory.mktemp("rtformer-home")
+    previous = os.environ.get("RTFORMER_STUDIO_HOME")
+    os.environ["RTFORMER_STUDIO_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("RTFORMER_STUDIO_HOME", None)
+    else:
+        os.environ["RTFORMER_STUDIO_HOME"] = previous
+
+
 # ---------------------------------------------------------------- the app's fixtures
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -250,13 +250,13 @@ def test_the_qt_binding_keeps_its_references():
 
 
 def test_without_a_source_the_driving_demo_opens_and_both_demos_are_in_the_file_menu(qtbot, window, weights):
-    from app.window import CAMVID_DEMO_VIDEO, DEMO_VIDEO
+    from engine.resources import camvid_demo_video, demo_video
 
     window.start(None, str(weights["slim"]))
-    assert window.source.path == str(DEMO_VIDEO) and DEMO_VIDEO.is_file()
+    assert window.source.path == str(demo_video()) and demo_video().is_file()
     wait_for_results(qtbot, window, 3)  # the bundled clip decodes and segments
     titles = {action.text(): action for action in window.menuBar().actions()[0].menu().actions()}
     camvid = next(action for text, action in titles.items() if "CamVid demo" in text)
     camvid.trigger()
-    assert window.source.path == str(CAMVID_DEMO_VIDEO)
+    assert window.source.path == str(camvid_demo_video())
     wait_for_results(qtbot, window, 3)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.data import normalize
 from engine.export import FP32_KIND, INT8_KIND, cache_path
+from engine.resources import user_cache_dir
 from engine.segmenter import (
     BackendError,
     Preprocessor,
@@ -84,7 +85,7 @@ def test_onnxruntime_matches_torch_and_caches_the_export(checkpoint, caplog):
     onnx = Segmenter(checkpoint, backend="onnxruntime", device="cpu")
     assert onnx.description == "ONNX Runtime CPU fp32"
     cached = cache_path(checkpoint, FP32_KIND)
-    assert cached.is_file() and cached.parent == checkpoint.parent
+    assert cached.is_file() and cached.parent == user_cache_dir() / "onnx"  # never beside the weights
     torch_labels = Segmenter(checkpoint, backend="torch", device="cpu").predict(frame)
     assert (onnx.predict(frame) == torch_labels).mean() > 0.999
     modified = cached.stat().st_mtime_ns

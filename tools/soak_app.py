@@ -286,19 +286,17 @@ def summary(values: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.checkpoint import SHIPPED_WEIGHTS
+    from engine.resources import camvid_demo_video, shipped_weights
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float)
     length.add_argument("--seconds", type=float)
-    parser.add_argument(
-        "--source", default=str(ROOT / "assets" / "demo-camvid-seq05vd.mp4"), help="a clip, or 'fake'"
-    )
+    parser.add_argument("--source", default=str(camvid_demo_video()), help="a clip, or 'fake'")
     parser.add_argument("--models", default="slim,base", help="switched between, comma-separated")
     parser.add_argument("--backends", default="ONNX Runtime CPU,PyTorch CPU", help="Backend menu labels")
-    parser.add_argument("--slim", default=str(SHIPPED_WEIGHTS["slim"]))
-    parser.add_argument("--base", default=str(SHIPPED_WEIGHTS["base"]))
+    parser.add_argument("--slim", default=str(shipped_weights()["slim"]))
+    parser.add_argument("--base", default=str(shipped_weights()["base"]))
     parser.add_argument("--report-seconds", type=float, default=5.0)
     parser.add_argument("--action-seconds", type=float, default=2.5, help="one action this often")
     parser.add_argument("--grace", type=float, default=60.0, help="seconds allowed for quitting")

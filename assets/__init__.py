@@ -1,0 +1,1 @@
+"""Package data: the demo videos and their licences (found by engine.resources)."""

@@ -1,0 +1,1 @@
+"""Package data: the shipped checkpoints and their model card (found by engine.resources)."""
