@@ -46,6 +46,10 @@ def cmd_models(args: argparse.Namespace) -> None:
     for name, config in VARIANTS.items():
         parameters = count_parameters(build_model(name, num_classes=19))
         print(f"{name:8} {config.base_channels:>8} {parameters:>30,}")
+    print("\nshipped weights:")
+    for name, path in shipped_weights().items():
+        state = "" if path.is_file() else "  (missing: reinstall the package)"
+        print(f"{name:8} {path}{state}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
