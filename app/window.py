@@ -6,12 +6,11 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QImage, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
@@ -45,6 +44,7 @@ from app.services import (
     RollingStats,
 )
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
+from engine.availability import BACKEND_CHOICES, BackendChoice, default_backend, why_unavailable
 from engine.resources import camvid_demo_video, demo_video, recordings_dir, shipped_weights
 from engine.segmenter import VIEWS, Segmenter
 from engine.video import VideoError
@@ -52,22 +52,6 @@ from engine.video import VideoError
 log = logging.getLogger("rtformer.app")
 MAX_RECENT = 8
 
-
-@dataclass(frozen=True)
-class BackendChoice:
-    label: str
-    backend: str
-    device: str
-    precision: str
-
-
-BACKEND_CHOICES = (
-    BackendChoice("PyTorch CPU", "torch", "cpu", "fp32"),
-    BackendChoice("PyTorch CUDA (fp16)", "torch", "cuda", "fp16"),
-    BackendChoice("ONNX Runtime CPU", "onnxruntime", "cpu", "fp32"),
-    BackendChoice("ONNX Runtime CUDA/TensorRT", "onnxruntime", "cuda", "fp32"),
-    BackendChoice("INT8 (ONNX Runtime CPU)", "onnxruntime", "cpu", "int8"),
-)
 
 SHORTCUTS = (
     ("Space", "play / pause"),
@@ -80,32 +64,6 @@ SHORTCUTS = (
     ("Ctrl+O", "open a file"),
     ("F1", "this help"),
 )
-
-
-def why_unavailable(choice: BackendChoice) -> str:
-    """Empty if this machine can run `choice`, else the reason."""
-    import onnxruntime
-
-    if choice.backend == "torch" and choice.device == "cuda" and not torch.cuda.is_available():
-        return "no CUDA device on this machine"
-    if choice.backend == "onnxruntime" and choice.device == "cuda":
-        providers = set(onnxruntime.get_available_providers())
-        if not providers & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}:
-            return "this ONNX Runtime has no CUDA or TensorRT provider (install onnxruntime-gpu)"
-    return ""
-
-
-def default_backend() -> BackendChoice:
-    """The fastest backend this machine runs: TensorRT/CUDA through ONNX Runtime when it
-    has TensorRT, else PyTorch CUDA fp16, else ONNX Runtime on the CPU."""
-    import onnxruntime
-
-    by_label = {choice.label: choice for choice in BACKEND_CHOICES}
-    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available():
-        return by_label["ONNX Runtime CUDA/TensorRT"]
-    if torch.cuda.is_available():
-        return by_label["PyTorch CUDA (fp16)"]
-    return by_label["ONNX Runtime CPU"]
 
 
 def read_setting(settings: QSettings, key: str, default, convert=None):

@@ -190,7 +190,11 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first.view_box.setCurrentText("mask")
     first.opacity_slider.setValue(30)
     first.choose_backend(
-        next(c for c in __import__("app.window").window.BACKEND_CHOICES if c.label == "PyTorch CPU")
+        next(
+            c
+            for c in __import__("engine.availability").availability.BACKEND_CHOICES
+            if c.label == "PyTorch CPU"
+        )
     )
     qtbot.waitUntil(lambda: first.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT)  # the GUI knows
     assert first.inference.segmenter.description.startswith("PyTorch")

@@ -49,8 +49,9 @@ def installed(wheel, tmp_path_factory) -> Path:
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=venv.parent, env=os.environ.copy())
     python = venv / "bin" / "python"
     site = Path(
-        run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], venv, os.environ)
-        .stdout.strip()
+        run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], venv, os.environ
+        ).stdout.strip()
     )
     (site / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet"]

@@ -56,7 +56,8 @@ def run_child(args: argparse.Namespace) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.sources import FakeCamera
-    from app.window import BACKEND_CHOICES, MainWindow, why_unavailable
+    from app.window import MainWindow
+    from engine.availability import BACKEND_CHOICES, why_unavailable
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     settings = QSettings(str(Path(args.home) / "settings.ini"), QSettings.Format.IniFormat)
