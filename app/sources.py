@@ -10,7 +10,6 @@ support seeking.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ import av
 import cv2
 import numpy as np
 
+from engine.cameras import camera_input
 from engine.data import IMAGE_SUFFIXES
 
 
@@ -178,16 +178,6 @@ class ImageSequenceSource(FrameSource):
         """Images are read one at a time: nothing stays open."""
 
 
-def camera_input(device_id: str, description: str) -> tuple[str, str]:
-    """FFmpeg input (name, format) for a camera Qt lists: V4L2 path on Linux,
-    DirectShow name on Windows, AVFoundation index on macOS."""
-    if sys.platform.startswith("linux"):
-        return device_id, "v4l2"
-    if sys.platform == "win32":
-        return f"video={description}", "dshow"
-    return device_id, "avfoundation"
-
-
 class CameraSource(FrameSource):
     """A camera through FFmpeg (PyAV), at a chosen resolution."""
 
@@ -199,7 +189,10 @@ class CameraSource(FrameSource):
         self.container = None
 
     def open(self) -> None:
-        name, input_format = camera_input(self.device_id, self.name)
+        try:
+            name, input_format = camera_input(self.device_id, self.name)
+        except ValueError as error:
+            raise SourceError(f"camera {self.name!r} cannot be opened: {error}") from None
         options = {"video_size": f"{self.resolution[0]}x{self.resolution[1]}"} if self.resolution else {}
         message = f"camera {self.name!r} cannot be opened"
         self._open_container(message, name, format=input_format, options=options, timeout=5)

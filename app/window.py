@@ -45,6 +45,7 @@ from app.services import (
 )
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
 from engine.availability import BACKEND_CHOICES, BackendChoice, default_backend, why_unavailable
+from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, recordings_dir, shipped_weights
 from engine.segmenter import VIEWS, Segmenter
 from engine.video import VideoError
@@ -730,18 +731,3 @@ def unused_path(folder: Path, pattern: str, suffix: str) -> Path:
     while path.exists():
         path, number = folder / f"{stem}-{number}{suffix}", number + 1
     return path
-
-
-def list_cameras() -> list[tuple[str, str, list[tuple[int, int]]]]:
-    """(device id, name, resolutions) for each camera Qt Multimedia sees."""
-    try:
-        from PySide6.QtMultimedia import QMediaDevices
-    except ImportError as error:  # e.g. libpulse0 missing on Debian
-        log.warning("Qt Multimedia unavailable (%s): no camera list", error)
-        return []
-    cameras = []
-    for device in QMediaDevices.videoInputs():
-        sizes = sorted({(f.resolution().width(), f.resolution().height()) for f in device.videoFormats()})
-        device_id = bytes(device.id()).decode(errors="replace")
-        cameras.append((device_id, device.description(), sizes or [(640, 480), (1280, 720)]))
-    return cameras
