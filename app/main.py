@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.crashlog import CrashReporter
     from app.qtcheck import qt_reference_leak
     from app.window import MainWindow
+    from engine.availability import onnxruntime_conflict
     from engine.resources import settings_file, user_data_dir
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(settings)
     window.resize(1280, 760)
     window.show()
-    for warning in (last_session, qt_reference_leak()):
+    for warning in (last_session, qt_reference_leak(), onnxruntime_conflict()):
         if warning:
             window.show_error(warning)
     window.start(args.source, args.checkpoint)

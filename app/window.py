@@ -331,6 +331,7 @@ class MainWindow(QMainWindow):
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", self.show_help, "F1")
+        self._action(help_menu, "System report (rtformer doctor)...", self.show_system_report)
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -673,6 +674,16 @@ class MainWindow(QMainWindow):
         dialog.resize(420, 360)
         self.help_dialog = dialog
         dialog.show()
+
+    def show_system_report(self) -> None:
+        from app.report_dialog import SystemReportDialog
+
+        self.setCursor(Qt.CursorShape.WaitCursor)  # a few seconds: it encodes a test clip
+        try:
+            self.report_dialog = SystemReportDialog(self)
+        finally:
+            self.unsetCursor()
+        self.report_dialog.show()
 
     # ------------------------------------------------------------ settings and shutdown
 

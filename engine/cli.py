@@ -52,6 +52,13 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:8} {path}{state}")
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from engine.doctor import format_report, report, report_json
+
+    sections = report()
+    print(report_json(sections) if args.json else format_report(sections))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from engine.train import Trainer
 
@@ -248,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--dataset", choices=sorted(CLASS_SETS), required=True)
     convert.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     convert.set_defaults(run=cmd_convert_paddle)
+
+    doctor = commands.add_parser(
+        "doctor", help="what this machine has: versions, backends, cameras, encoder, folders"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(run=cmd_doctor)
 
     info = commands.add_parser("info", help="print a checkpoint's metadata")
     info.add_argument("checkpoint")

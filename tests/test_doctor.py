@@ -1,0 +1,100 @@
+"""`rtformer doctor` (issue 11): one report of what this machine has, shared with the app."""
+
+import json
+
+import pytest
+
+import engine.availability
+import engine.doctor
+from engine.availability import BACKEND_CHOICES, onnxruntime_conflict, why_unavailable
+from engine.cli import main
+from engine.doctor import Section, folders, format_report, report
+
+
+def test_doctor_names_every_backend_with_its_state_and_every_section(capsys):
+    assert main(["doctor", "--json"]) == 0
+    sections = {section["title"]: dict(section["rows"]) for section in json.loads(capsys.readouterr().out)}
+    assert set(sections) >= {
+        "Versions", "CPU", "CUDA", "ONNX Runtime", "Backends", "Cameras (Qt Multimedia)",
+        "Video encoding", "Folders", "Tested where",
+    }  # fmt: skip
+    for choice in BACKEND_CHOICES:
+        state = sections["Backends"][choice.label]
+        reason = why_unavailable(choice)
+        assert state == (f"unavailable: {reason}" if reason else "available")
+    assert sections["Backends"]["ONNX Runtime CPU"] == "available"
+    assert sections["Video encoding"]["recording"].startswith("H.264 works")
+    assert "torch" in sections["Versions"] and "PyAV" in sections["Versions"]
+
+
+def test_the_backend_section_follows_the_machine(monkeypatch):
+    monkeypatch.setattr(engine.availability.torch.cuda, "is_available", lambda: True)
+    rows = dict(engine.doctor.backends().rows)
+    assert rows["PyTorch CUDA (fp16)"] == "available"
+    assert rows["default (auto)"] == "PyTorch CUDA (fp16)"
+    monkeypatch.setattr(engine.availability.torch.cuda, "is_available", lambda: False)
+    assert dict(engine.doctor.backends().rows)["PyTorch CUDA (fp16)"].startswith("unavailable: no CUDA")
+
+
+def test_cpu_and_gpu_onnx_runtime_side_by_side_are_reported(monkeypatch):
+    versions = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
+
+    def version(name):
+        if name in versions:
+            return versions[name]
+        raise engine.availability.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(engine.availability.importlib.metadata, "version", version)
+    monkeypatch.setattr(engine.availability, "onnxruntime_providers", lambda: ["CPUExecutionProvider"])
+    message = onnxruntime_conflict()
+    assert "onnxruntime 1.20.0" in message and "onnxruntime-gpu 1.20.0" in message and "uninstall" in message
+    gpu_runtime = next(c for c in BACKEND_CHOICES if c.label == "ONNX Runtime CUDA/TensorRT")
+    assert why_unavailable(gpu_runtime) == message
+    del versions["onnxruntime"]
+    assert onnxruntime_conflict() == ""
+
+
+def test_folders_that_cannot_be_written_are_named(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RTFORMER_STUDIO_HOME", str(blocker / "home"))
+    rows = dict(folders().rows)
+    assert "NOT writable" in rows["settings and crash logs"]
+    assert str(blocker / "home" / "cache") in rows["caches (ONNX exports, INT8)"]
+    monkeypatch.setenv("RTFORMER_STUDIO_HOME", str(tmp_path / "home"))
+    assert dict(folders().rows)["settings and crash logs"].endswith("(writable)")
+
+
+def test_a_failing_check_is_reported_and_the_rest_still_run(monkeypatch):
+    def broken():
+        raise RuntimeError("no such driver")
+
+    broken.__name__ = "cuda"
+    monkeypatch.setattr(engine.doctor, "SECTIONS", (engine.doctor.versions, broken, engine.doctor.backends))
+    sections = report()
+    assert [s.title for s in sections] == ["Versions", "cuda", "Backends"]
+    assert sections[1].rows == [("error", "RuntimeError: no such driver")]
+    text = format_report([Section("A", [("x", "1")]), Section("B", [("longer name", "2")])])
+    assert "A\n-\n  x            1" in text
+
+
+def test_help_menu_shows_the_report_and_copies_it(qtbot, window):
+    from PySide6.QtGui import QGuiApplication
+
+    help_menu = window.menuBar().actions()[-1].menu()
+    action = next(a for a in help_menu.actions() if a.text().startswith("System report"))
+    action.trigger()
+    dialog = window.report_dialog
+    assert dialog.isVisible() and "Backends" in dialog.text.toPlainText()
+    for choice in BACKEND_CHOICES:
+        assert choice.label in dialog.text.toPlainText()
+    dialog.copy()
+    assert QGuiApplication.clipboard().text() == dialog.text.toPlainText()
+    dialog.close()
+
+
+@pytest.mark.parametrize("flag", ["avx512_vnni", ""])
+def test_int8_advice_follows_the_cpu_flags(monkeypatch, flag):
+    monkeypatch.setattr(engine.doctor, "cpu_flags", lambda: {"avx2", flag} - {""})
+    rows = dict(engine.doctor.cpu().rows)
+    assert rows["INT8"].startswith("fast") == bool(flag)
