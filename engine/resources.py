@@ -61,6 +61,11 @@ def camvid_demo_video() -> Path:
     return assets_folder() / CAMVID_DEMO_VIDEO
 
 
+def icon() -> Path:
+    """The application icon (256x256 PNG): a road scene in the class colours."""
+    return assets_folder() / "icon.png"
+
+
 def _user_folder(kind: str) -> Path:
     home = os.environ.get(HOME_VARIABLE)
     if home:
