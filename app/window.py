@@ -270,6 +270,7 @@ class MainWindow(QMainWindow):
             lambda: self.open_location(str(camvid_demo_video())),
         )
         self.recent_menu = file_menu.addMenu("&Recent")
+        self._action(file_menu, "Recordings &folder...", self.choose_output_folder)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -613,6 +614,14 @@ class MainWindow(QMainWindow):
         folder = Path(read_setting(self.settings, "output_folder", str(default)))
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def choose_output_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Recordings and snapshots go to", str(self.output_folder())
+        )
+        if folder:
+            self.settings.setValue("output_folder", folder)
+            self.statusBar().showMessage(f"recordings and snapshots go to {folder}", 5000)
 
     def toggle_recording(self) -> None:
         if self.recorder is None:

@@ -264,3 +264,16 @@ def test_without_a_source_the_driving_demo_opens_and_both_demos_are_in_the_file_
     camvid.trigger()
     assert window.source.path == str(camvid_demo_video())
     wait_for_results(qtbot, window, 3)
+
+
+def test_the_recordings_folder_is_chosen_from_the_file_menu(qtbot, window, video, weights, tmp_path, monkeypatch):
+    import app.window
+
+    chosen = tmp_path / "my recordings"
+    chosen.mkdir()
+    monkeypatch.setattr(app.window.QFileDialog, "getExistingDirectory", lambda *args: str(chosen))
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 2)
+    file_menu = window.menuBar().actions()[0].menu()
+    next(a for a in file_menu.actions() if a.text().startswith("Recordings")).trigger()
+    assert window.snapshot().parent == chosen
