@@ -266,7 +266,9 @@ def test_without_a_source_the_driving_demo_opens_and_both_demos_are_in_the_file_
     wait_for_results(qtbot, window, 3)
 
 
-def test_the_recordings_folder_is_chosen_from_the_file_menu(qtbot, window, video, weights, tmp_path, monkeypatch):
+def test_the_recordings_folder_is_chosen_from_the_file_menu(
+    qtbot, window, video, weights, tmp_path, monkeypatch
+):
     import app.window
 
     chosen = tmp_path / "my recordings"

@@ -20,4 +20,3 @@ def test_install_desktop_entry_writes_entry_and_icon_in_the_users_folders(tmp_pa
     installed_icon = tmp_path / "share" / "icons" / "hicolor" / "256x256" / "apps" / f"{fields['Icon']}.png"
     assert cv2.imread(str(installed_icon), cv2.IMREAD_UNCHANGED).shape == (256, 256, 4)
     assert str(entry) in capsys.readouterr().out
-
