@@ -80,7 +80,7 @@ def model_runners(
 ) -> dict:
     """Runners for one size; `cpu=False` keeps only the CUDA ones (a GPU machine's check)."""
     from engine.checkpoint import load_checkpoint
-    from engine.export import cached_onnx
+    from engine.export import INT8_KIND, cache_path, cached_onnx
     from engine.quantize import quantize_checkpoint
 
     height, width = size
@@ -103,7 +103,9 @@ def model_runners(
         runners["torch eager fp32"] = torch_eager
         runners["onnxruntime fp32"] = lambda: fp32.run(["logits"], {"frames": frames})
     if cpu and calibration is not None:
-        int8_path = quantize_checkpoint(checkpoint, calibration, output=checkpoint.with_suffix(".int8.onnx"))
+        # Quantized afresh on the given frames, into the cache (never beside the weights).
+        bench_int8 = cache_path(checkpoint, f"bench-{INT8_KIND}")
+        int8_path = quantize_checkpoint(checkpoint, calibration, output=bench_int8)
         int8 = open_session(int8_path, ["CPUExecutionProvider"], threads)
         runners["onnxruntime int8"] = lambda: int8.run(["logits"], {"frames": frames})
     if torch.cuda.is_available():
