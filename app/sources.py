@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from engine.cameras import camera_input
-from engine.data import IMAGE_SUFFIXES
+from engine.media import is_image, list_images
 
 
 class SourceError(Exception):
@@ -151,7 +151,7 @@ class ImageSequenceSource(FrameSource):
 
     def open(self) -> None:
         if self.path.is_dir():
-            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.files = list_images(self.path)
             if not self.files:
                 raise SourceError(f"no images in folder {self.path}")
         elif self.path.is_file():
@@ -272,6 +272,6 @@ def source_for(location: str) -> FrameSource:
     if "://" in location and not location.startswith("file://"):
         return StreamSource(location)
     path = Path(location.removeprefix("file://"))
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.is_dir() or is_image(path):
         return ImageSequenceSource(path)
     return VideoFileSource(path)

@@ -19,10 +19,9 @@ from torch.utils.data import Dataset, Sampler
 
 from engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from engine.classes import ADE20K, CAMVID, CITYSCAPES, ClassSet, generic_class_set
+from engine.media import IMAGE_SUFFIXES, list_images
 
 IGNORE_INDEX = 255
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what cv2.imread takes
 
 
 class DatasetError(Exception):
@@ -172,10 +171,6 @@ def _pair_by_stem(images: list[Path], label_for: Callable[[Path], Path]) -> list
     return samples
 
 
-def _images_in(folder: Path, pattern: str = "*") -> list[Path]:
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def camvid(root: Path, split: str) -> SegmentationDataset:
     """SegNet's CamVid: `{split}.txt` lists "image label" pairs; split may join with "+"."""
     samples = []
@@ -199,7 +194,9 @@ def camvid(root: Path, split: str) -> SegmentationDataset:
 
 def cityscapes(root: Path, split: str) -> SegmentationDataset:
     """leftImg8bit/{split}/<city>/*_leftImg8bit.png with gtFine/.../*_gtFine_labelTrainIds.png."""
-    images = _images_in(_require_dir(root / "leftImg8bit" / split, "Cityscapes image"), "*/*_leftImg8bit.png")
+    images = list_images(
+        _require_dir(root / "leftImg8bit" / split, "Cityscapes image"), "*/*_leftImg8bit.png"
+    )
     label_root = _require_dir(root / "gtFine" / split, "Cityscapes label")
 
     def label_for(image: Path) -> Path:
@@ -215,7 +212,7 @@ def ade20k(root: Path, split: str) -> SegmentationDataset:
     folder = {"train": "training", "val": "validation"}.get(split, split)
     if (root / "ADEChallengeData2016").is_dir():
         root = root / "ADEChallengeData2016"
-    images = _images_in(_require_dir(root / "images" / folder, "ADE20K image"))
+    images = list_images(_require_dir(root / "images" / folder, "ADE20K image"))
     label_root = _require_dir(root / "annotations" / folder, "ADE20K annotation")
     samples = _pair_by_stem(images, lambda image: label_root / f"{image.stem}.png")
     table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
@@ -230,7 +227,7 @@ def image_folder(root: Path, split: str) -> SegmentationDataset:
     if not class_file.is_file():
         raise DatasetError(f"class list not found: {class_file}")
     classes = parse_class_list(class_file)
-    images = _images_in(_require_dir(root / "images" / split, "image"))
+    images = list_images(_require_dir(root / "images" / split, "image"))
     label_root = _require_dir(root / "labels" / split, "label")
     samples = _pair_by_stem(images, lambda image: label_root / f"{image.stem}.png")
     return SegmentationDataset(samples, classes)
@@ -259,7 +256,7 @@ def unlabelled_folder(
     root: str | Path, classes: ClassSet, fit_size: tuple[int, int] | None
 ) -> SegmentationDataset:
     """Every image in `root` (sorted), without labels: for training under a teacher."""
-    images = _images_in(_require_dir(Path(root), "unlabelled image"))
+    images = list_images(_require_dir(Path(root), "unlabelled image"))
     if not images:
         raise DatasetError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return SegmentationDataset([Sample(image, None) for image in images], classes, fit_size=fit_size)

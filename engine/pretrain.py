@@ -36,7 +36,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from engine.data import IMAGE_SUFFIXES, DatasetError, distort_colour, normalize, read_image
+from engine.data import DatasetError, distort_colour, normalize, read_image
+from engine.media import list_images
 from engine.rtformer import RTFormer, variant_config
 from engine.train import amp_dtype, pick_device, replace_config, save_atomically
 
@@ -64,7 +65,7 @@ class ImageFolder(Dataset):
             raise DatasetError(f"{folder}: classes not in the training set: {', '.join(unknown)}")
         self.samples: list[tuple[Path, int]] = []
         for name in found:
-            images = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = list_images(folder / name)
             if not images:
                 raise DatasetError(f"class folder {folder / name} has no images")
             self.samples += [(image, self.classes.index(name)) for image in images]

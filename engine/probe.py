@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.data import IMAGE_SUFFIXES, fit_within, normalize
+from engine.data import fit_within, normalize
 from engine.distill import load_teacher
 from engine.evaluate import EvalReport, update_confusion
+from engine.media import list_images
 
 KEY_CLASSES = ("Sky", "Road", "Tree", "Car")
 REFERENCE_FIT = (360, 480)  # what the teacher's training targets were computed on
@@ -67,7 +68,7 @@ def list_frames(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"probe folder not found: {folder}")
-    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    frames = list_images(folder)
     if not frames:
         raise FileNotFoundError(f"no images in {folder}")
     return frames

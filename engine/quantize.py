@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.checkpoint import read_checkpoint_info
-from engine.data import IMAGE_SUFFIXES
 from engine.export import INT8_KIND, cache_path, cached_onnx
+from engine.media import list_images
 from engine.segmenter import BackendError, Preprocessor
 
 log = logging.getLogger("rtformer.engine")
@@ -27,7 +27,7 @@ def calibration_frames(source: str | Path, count: int) -> list[np.ndarray]:
 
     source = Path(source)
     if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = list_images(source)
         if not images:
             raise BackendError(f"no images for calibration in {source}")
         picked = [images[i] for i in np.linspace(0, len(images) - 1, min(count, len(images))).astype(int)]

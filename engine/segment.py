@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from engine.data import IMAGE_SUFFIXES
+from engine.media import is_image, list_images
 from engine.segmenter import Segmenter, labels_from_logits, render
 from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
 
@@ -204,7 +204,7 @@ def segment_path(
     check_output(source, output)
     if source.is_dir():
         return segment_folder(segmenter, source, output, view, alpha, labels_only, progress)
-    if source.suffix.lower() in IMAGE_SUFFIXES:
+    if is_image(source):
         if output.suffix.lower() != ".png":
             output = output.with_suffix(".png")
         segment_image(segmenter, source, output, view, alpha, labels_only)
@@ -230,7 +230,7 @@ def segment_folder(
     """Every image of a folder; an image that cannot be read is skipped, and listed in
     the report's `skipped` and `warnings`, instead of stopping the whole folder."""
     started = time.perf_counter()
-    images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = list_images(source)
     if not images:
         raise VideoError(f"no images in {source}")
     report = SegmentReport(0, 0.0)
