@@ -13,7 +13,7 @@ from app.services import LatestSlot, RollingStats
 from app.sources import FakeCamera, Frame
 from app.window import MainWindow
 from engine.video import probe, read_frames
-from tests.conftest import TIMEOUT, wait_for_results
+from tests.synthetic import TIMEOUT, wait_for_results
 
 
 def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):

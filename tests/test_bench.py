@@ -8,8 +8,7 @@ import torch
 
 from engine.bench import interleaved, run_bench
 from engine.cli import main
-from tests.conftest import synthetic_frame
-from tests.test_video import write_video
+from tests.synthetic import synthetic_frame, write_video
 
 
 def test_interleaved_times_each_runner_every_round():

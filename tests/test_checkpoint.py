@@ -15,7 +15,7 @@ from engine.checkpoint import (
 )
 from engine.classes import CAMVID
 from engine.rtformer import build_model
-from tests.conftest import calibrated_model
+from tests.synthetic import calibrated_model
 
 
 @pytest.fixture(scope="module")

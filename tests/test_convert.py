@@ -11,7 +11,7 @@ import torch
 from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.cli import main
 from engine.convert_paddle import paddle_name_to_ours, read_pdparams
-from tests.conftest import calibrated_model
+from tests.synthetic import calibrated_model
 
 # Ours -> official, only to write official-format files for the tests.
 OURS_TO_PADDLE = (

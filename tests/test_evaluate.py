@@ -60,8 +60,7 @@ def test_evaluate_runs_at_full_resolution(tmp_path):
 
 def test_eval_cli_on_the_research_and_the_deployed_paths(tmp_path, capsys):
     from engine.cli import main
-    from tests.conftest import write_checkpoint
-    from tests.synthetic import make_camvid
+    from tests.synthetic import make_camvid, write_checkpoint
 
     root = make_camvid(tmp_path / "CamVid", {"test": 2})
     checkpoint = write_checkpoint(tmp_path / "slim.safetensors", input_size=(72, 96))
@@ -93,8 +92,7 @@ def test_deployed_evaluation_follows_the_apps_path_unless_exact_is_asked(tmp_pat
 
     from engine.evaluate import evaluate_segmenter
     from engine.segmenter import Segmenter
-    from tests.conftest import write_checkpoint
-    from tests.synthetic import make_camvid
+    from tests.synthetic import make_camvid, write_checkpoint
 
     dataset = open_dataset("camvid", make_camvid(tmp_path / "CamVid", {"test": 2}), "test")
     # The model's input (64x96 after rounding to 32) differs from the 72x96 frames: the paths differ.

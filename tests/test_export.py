@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.export import export_onnx
-from tests.conftest import calibrated_model
+from tests.synthetic import calibrated_model
 
 
 @pytest.fixture(scope="module", params=["slim", "base"])

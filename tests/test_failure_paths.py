@@ -25,8 +25,7 @@ from app.sources import CameraSource, FakeCamera, Frame, FrameSource, ImageSeque
 from app.window import MainWindow
 from engine.cli import main as rtformer
 from engine.video import VideoWriter, probe, read_frames
-from tests.conftest import TIMEOUT, synthetic_frame, wait_for_results
-from tests.test_video import write_video
+from tests.synthetic import TIMEOUT, synthetic_frame, wait_for_results, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,7 +152,7 @@ import sys, time
 sys.path.insert(0, '.')
 from pathlib import Path
 from app.services import RecorderService, RollingStats
-from tests.conftest import synthetic_frame
+from tests.synthetic import synthetic_frame
 errors = []
 recorder = RecorderService(Path(sys.argv[1]), RollingStats(), errors.append)
 frames = [synthetic_frame(96, 128, seed=i) for i in range(8)]

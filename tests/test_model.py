@@ -13,7 +13,7 @@ from engine.rtformer import (
     masked_adaptive_max_pool,
     variant_config,
 )
-from tests.conftest import calibrated_model
+from tests.synthetic import calibrated_model
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from engine.classes import CAMVID
 from engine.cli import main
 from engine.espnetv2 import CamVidTeacher, ESPNetv2Segmentation
 from engine.probe import list_frames, probe, report_from_confusion
-from tests.conftest import synthetic_frame, write_checkpoint
+from tests.synthetic import synthetic_frame, write_checkpoint
 
 NAMES = CAMVID.names
 SKY, BUILDING, ROAD, TREE, CAR = (NAMES.index(n) for n in ("Sky", "Building", "Road", "Tree", "Car"))

@@ -24,7 +24,7 @@ from engine.segmenter import (
     palette_lut,
     render,
 )
-from tests.conftest import synthetic_frame, write_checkpoint
+from tests.synthetic import synthetic_frame, write_checkpoint
 
 
 @pytest.fixture(scope="module")

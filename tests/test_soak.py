@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import write_checkpoint
-from tests.test_video import write_video
+from tests.synthetic import write_checkpoint, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 

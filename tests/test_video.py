@@ -8,14 +8,7 @@ import pytest
 
 from engine.cli import main
 from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
-from tests.conftest import synthetic_frame, write_checkpoint
-
-
-def write_video(path, frames=30, fps=15, size=(96, 128)):
-    with VideoWriter(path, fps=fps) as writer:
-        for index in range(frames):
-            writer.write(synthetic_frame(*size, seed=index))
-    return path
+from tests.synthetic import synthetic_frame, write_checkpoint, write_video
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from engine.resources import CAMVID_DEMO_VIDEO, DEMO_VIDEO, WEIGHT_FILES
-from tests.conftest import synthetic_frame
+from tests.synthetic import synthetic_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 
