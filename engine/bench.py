@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -226,7 +227,7 @@ def machine_description() -> dict:
         pass
     return {
         "cpu": cpu,
-        "cores": __import__("os").cpu_count(),
+        "cores": os.cpu_count(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -358,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rounds", type=int, default=30, help="timed rounds for Slim at 360x480 (fewer when larger)"
     )
-    bench.add_argument("--threads", type=int, default=__import__("os").cpu_count())
+    bench.add_argument("--threads", type=int, default=os.cpu_count())
     bench.add_argument("-o", "--output", help="write the results as JSON")
     bench.set_defaults(run=cmd_bench)
 
