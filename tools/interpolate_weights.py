@@ -1,0 +1,94 @@
+"""Weight-space interpolation between two checkpoints of one architecture (WiSE-FT,
+Wortsman et al., CVPR 2022): theta = (1 - alpha) * before + alpha * after, buffers
+(BN statistics) included. Fine-tuning for new footage moves a model away from what
+it knew; the interpolation keeps much of both.
+
+    .venv/bin/python tools/interpolate_weights.py weights/rtformer-base-camvid.safetensors \
+        runs/card/rtformer-base-camvid.safetensors --alphas 0.25 0.5 0.75 \
+        --data-root ../shared/data/CamVid --frames ../shared/data/udacity-hmb-unlabelled \
+        --teacher-cache runs/teacher-cache --teacher TEACHER.pth -o runs/card/base-wise
+
+Alpha is chosen on training data only, never on CamVid test or the probe frames: CamVid
+train+val mIoU (every 4th image) for what the labels teach, and agreement with the
+teacher's cached answers on the unlabelled training frames (every 10th) for the new
+footage. Each alpha's checkpoint is written, with a JSON of both figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.data import normalize, open_dataset, unlabelled_folder
+from engine.distill import TeacherTargets
+from engine.evaluate import evaluate, predict_probabilities
+
+
+def interpolate(before: dict, after: dict, alpha: float) -> dict:
+    mixed = {}
+    for name, tensor in after.items():
+        if tensor.is_floating_point():
+            mixed[name] = (1 - alpha) * before[name].float() + alpha * tensor.float()
+        else:
+            mixed[name] = tensor
+    return mixed
+
+
+@torch.inference_mode()
+def teacher_agreement(model, frames, targets: TeacherTargets, every: int = 10) -> float:
+    """Percent of pixels where the model's argmax equals the teacher's cached argmax."""
+    agree = total = 0
+    for index in range(0, len(frames.samples), every):
+        image, _ = frames.load(index)
+        ours = predict_probabilities(model, normalize(image)[None]).argmax(dim=1)[0].numpy()
+        teacher = targets(index, image.shape[:2])
+        valid = teacher.sum(axis=2) > 32
+        agree += int(((teacher.argmax(axis=2) == ours) & valid).sum())
+        total += int(valid.sum())
+    return 100.0 * agree / max(total, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--frames", required=True, help="the unlabelled training frames")
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--teacher-cache", default="runs/teacher-cache")
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    args = parser.parse_args()
+
+    before, _ = load_checkpoint(args.before)
+    after, info = load_checkpoint(args.after)
+    labelled = open_dataset("camvid", args.data_root, "train+val")
+    labelled.samples = labelled.samples[::4]
+    frames = unlabelled_folder(args.frames, labelled.classes, (360, 480))
+    # The same cache the training filled (keyed by image path, teacher, scale and fit size).
+    targets = TeacherTargets(frames, args.teacher, args.teacher_cache, 2.0, (360, 480))
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for alpha in [0.0, *args.alphas, 1.0]:
+        model = after
+        if alpha not in (0.0, 1.0):
+            model = load_checkpoint(args.after)[0]
+            model.load_state_dict(interpolate(before.state_dict(), after.state_dict(), alpha))
+            save_checkpoint(args.output / f"alpha-{alpha:g}.safetensors", model.eval(), info, half=True)
+        elif alpha == 0.0:
+            model = before
+        model.eval()
+        results[alpha] = {
+            "camvid_trainval_miou": round(evaluate(model, labelled, progress=False).miou, 2),
+            "teacher_agreement_unlabelled": round(teacher_agreement(model, frames, targets), 2),
+        }
+        print(alpha, results[alpha], flush=True)
+    (args.output / "alphas.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
