@@ -592,7 +592,7 @@ def plot_curves(log_path: Path, png_path: Path) -> None:
     if losses:
         loss_axis.plot(*zip(*losses, strict=True), color="tab:blue", linewidth=0.8, label="training loss")
     loss_axis.set_xlabel("step")
-    loss_axis.set_ylabel("loss (main + 0.4 aux)", color="tab:blue")
+    loss_axis.set_ylabel("training loss", color="tab:blue")
     if mious:
         miou_axis = loss_axis.twinx()
         miou_axis.plot(*zip(*mious, strict=True), color="tab:red", marker="o", label="mIoU")
