@@ -107,9 +107,9 @@ class TeacherTargets:
         return [index for index in range(len(self.dataset.samples)) if not self.path(index).is_file()]
 
     @torch.inference_mode()
-    def compute(self, indices: Sequence[int] | None = None, progress: bool = True) -> int:
+    def compute(self, progress: bool = True) -> int:
         """Run the teacher on the samples not cached yet; returns how many it computed."""
-        indices = self.missing() if indices is None else list(indices)
+        indices = self.missing()
         if not indices:
             return 0
         self.folder.mkdir(parents=True, exist_ok=True)

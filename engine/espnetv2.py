@@ -318,12 +318,16 @@ class CamVidTeacher(nn.Module):
             merge[camvid, cityscapes] = 1.0
         self.register_buffer("merge", merge, persistent=False)
 
+    def scaled_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's 20-channel logits on `image` resized by `scale` (sides to multiples of 32)."""
+        height, width = image.shape[2:]
+        size = (round(height * self.scale / 32) * 32, round(width * self.scale / 32) * 32)
+        return self.network(F.interpolate(image, size=size, mode="bilinear", align_corners=False))
+
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised -> (N, 11, H, W) CamVid class probabilities (summing to <= 1)."""
         height, width = image.shape[2:]
-        size = (round(height * self.scale / 32) * 32, round(width * self.scale / 32) * 32)
-        scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        teacher = self.network(scaled).softmax(dim=1)
+        teacher = self.scaled_logits(image).softmax(dim=1)
         merged = torch.einsum("kc,nchw->nkhw", self.merge, teacher)
         return F.interpolate(merged, size=(height, width), mode="bilinear", align_corners=False)
 
@@ -331,10 +335,8 @@ class CamVidTeacher(nn.Module):
         """(N, 3, H, W) normalised -> (N, H, W) uint8 CamVid labels from the argmax over all
         20 channels; 255 where the teacher's answer is its background channel."""
         height, width = image.shape[2:]
-        size = (round(height * self.scale / 32) * 32, round(width * self.scale / 32) * 32)
-        scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         logits = F.interpolate(
-            self.network(scaled), size=(height, width), mode="bilinear", align_corners=False
+            self.scaled_logits(image), size=(height, width), mode="bilinear", align_corners=False
         )
         table = torch.tensor([*CITYSCAPES_TO_CAMVID, 255], dtype=torch.uint8, device=image.device)
         return table[logits.argmax(dim=1)]

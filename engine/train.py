@@ -380,8 +380,8 @@ class Trainer:
             images, labels = batch[:2]
             targets = batch[2] if len(batch) > 2 else None
             if self.teacher is not None:
-                with torch.inference_mode():
-                    targets = self.teacher.probabilities(images).clone()
+                with torch.no_grad():
+                    targets = self.teacher.probabilities(images)
             last = micro == self.config.grad_accum - 1
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
             with sync, torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
