@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from app.sources import Frame, FrameSource, SourceError
-from engine.segmenter import Segmenter, colorize, overlay
+from engine.render import render
+from engine.segmenter import Segmenter
 from engine.video import VideoWriter
 
 log = logging.getLogger("rtformer.app")
@@ -428,23 +429,8 @@ class LoadedModel:
 
 
 def compose(view: ViewSettings, frame: np.ndarray, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """The picture for the chosen view; hidden classes show the frame (or black in the mask)."""
-    hidden = view.hidden
-    if hidden:
-        visible = np.ones(256, bool)
-        visible[list(hidden)] = False
-    if view.view == "mask":
-        mask = colorize(labels, lut)
-        if hidden:
-            mask[~visible[labels]] = 0
-        return mask
-    blended = overlay(frame, labels, lut, view.alpha)
-    if hidden:
-        keep = ~visible[labels]
-        blended[keep] = frame[keep]
-    if view.view == "side-by-side":
-        return np.hstack([frame, blended])
-    return blended
+    """The picture for the chosen view settings (engine.render draws it)."""
+    return render(view.view, frame, labels, lut, view.alpha, view.hidden)
 
 
 class InferenceService:

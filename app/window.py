@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -164,7 +163,6 @@ class MainWindow(QMainWindow):
         self.checkpoint: Path | None = None
         self.requested: ModelRequest | None = None  # the model last asked for
         self.backend_choice = default_backend()  # the active model's backend, once one runs
-        self.calibration_frames: list[np.ndarray] = []
         self.results_seen = 0
         # Called with each Result once painted. Plain callables, not a Signal: in PySide6 6.12.0
         # every Python-side emit() takes a reference to True it never gave (see app/services.py).
@@ -444,24 +442,17 @@ class MainWindow(QMainWindow):
         (menus, settings) records the new choice until the new model has run."""
         choice = choice or self.backend_choice
         self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
-        calibration = self.calibration_folder() if choice.precision == "int8" else None
-        self.statusBar().showMessage(f"loading {request.description}...")
+        # INT8 is calibrated on the bundled demo drive (engine.artifacts.default_calibration):
+        # the model card measures that model, and it is built once and cached.
+        first_time = (
+            " (the first time it times the backends: up to a minute)" if choice.backend == "auto" else ""
+        )
+        self.statusBar().showMessage(f"loading {request.description}{first_time}...")
 
         def factory() -> Segmenter:
-            return Segmenter(
-                checkpoint, choice.backend, choice.device, choice.precision, calibration=calibration
-            )
+            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision)
 
         self.inference.load_model(factory, request)
-
-    def calibration_folder(self) -> Path | None:
-        """INT8 calibration frames: the last frames seen from the current source."""
-        if not self.calibration_frames:
-            return None
-        folder = Path(tempfile.mkdtemp(prefix="rtformer-calibration-"))
-        for index, frame in enumerate(self.calibration_frames):
-            cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
-        return folder
 
     def on_model(self, model: LoadedModel) -> None:
         """A model runs now (a new one, or the previous one back after a failed switch)."""
@@ -520,8 +511,6 @@ class MainWindow(QMainWindow):
         self.view.show_picture(result.picture)
         for listener in self.frame_listeners:
             listener(result)
-        if self.results_seen % 30 == 1 and len(self.calibration_frames) < 16:
-            self.calibration_frames.append(result.frame.image.copy())
         if self.results_seen % 5 == 0:
             self.update_legend_shares(result.class_share)
 

@@ -1,14 +1,35 @@
 """Which backends this machine can run, why the others cannot, and which is fastest:
-the one answer that the app's Backend menu, `rtformer doctor` and the soak tool share.
+the one answer that the app's Backend menu, `rtformer doctor`, the soak tool and
+`Segmenter(backend="auto")` share.
+
+On the CPU "auto" is decided by measurement (`fastest_cpu_choice`): the candidates are
+the CPU backends and precisions whose accuracy cost for this checkpoint is recorded
+within ACCURACY_LIMITS (a record written by `tools/backend_accuracy.py` beside the
+weights; fp32 costs nothing), each is timed on this machine at the model's input
+size, and the fastest wins. The decision is cached per checkpoint, size, threads,
+CPU and runtime versions, so the timing runs once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
+import json
+import logging
+import os
+import statistics
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from engine.errors import BackendError
+from engine.resources import user_cache_dir
+
+log = logging.getLogger("rtformer.engine")
 
 
 @dataclass(frozen=True)
@@ -19,13 +40,29 @@ class BackendChoice:
     precision: str
 
 
+AUTOMATIC = BackendChoice("Automatic (fastest measured)", "auto", "auto", "auto")
 BACKEND_CHOICES = (
+    AUTOMATIC,
     BackendChoice("PyTorch CPU", "torch", "cpu", "fp32"),
     BackendChoice("PyTorch CUDA (fp16)", "torch", "cuda", "fp16"),
     BackendChoice("ONNX Runtime CPU", "onnxruntime", "cpu", "fp32"),
     BackendChoice("ONNX Runtime CUDA/TensorRT", "onnxruntime", "cuda", "fp32"),
     BackendChoice("INT8 (ONNX Runtime CPU)", "onnxruntime", "cpu", "int8"),
+    BackendChoice("OpenVINO CPU", "openvino", "cpu", "fp32"),
+    BackendChoice("OpenVINO CPU (bf16)", "openvino", "cpu", "bf16"),
+    BackendChoice("INT8 (OpenVINO CPU)", "openvino", "cpu", "int8"),
 )
+# mIoU points a precision may lose against fp32 (CamVid test, the app's path) to be
+# picked by "auto": the project's limits (issue 13).
+ACCURACY_LIMITS = {"fp32": 0.0, "bf16": 0.3, "int8": 1.0}
+CPU_CANDIDATES = (
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("onnxruntime", "int8"),
+    ("openvino", "int8"),
+)
+ACCURACY_REFERENCE = "onnxruntime fp32"
 
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
@@ -44,18 +81,168 @@ def why_unavailable(choice: BackendChoice) -> str:
     if gpu_runtime and not set(onnxruntime_providers()) & GPU_PROVIDERS:
         conflict = onnxruntime_conflict()
         return conflict or "this ONNX Runtime has no CUDA or TensorRT provider (install onnxruntime-gpu)"
+    if choice.backend == "openvino":
+        return openvino_unavailable(choice.precision)
+    return ""
+
+
+def openvino_unavailable(precision: str) -> str:
+    """Empty if OpenVINO can run `precision` on this CPU, else the reason."""
+    from engine.backends import openvino_capabilities
+
+    try:
+        capabilities = openvino_capabilities()
+    except BackendError as error:
+        return str(error)
+    if precision == "bf16" and "BF16" not in capabilities:
+        return f"this CPU has no bf16 (OpenVINO reports {', '.join(sorted(capabilities))})"
     return ""
 
 
 def default_backend() -> BackendChoice:
-    """The fastest backend this machine runs: TensorRT/CUDA through ONNX Runtime when it
-    has TensorRT, else PyTorch CUDA fp16, else ONNX Runtime on the CPU."""
-    by_label = {choice.label: choice for choice in BACKEND_CHOICES}
-    if "TensorrtExecutionProvider" in onnxruntime_providers() and torch.cuda.is_available():
-        return by_label["ONNX Runtime CUDA/TensorRT"]
-    if torch.cuda.is_available():
-        return by_label["PyTorch CUDA (fp16)"]
-    return by_label["ONNX Runtime CPU"]
+    """What the app starts with: "auto", which measures (on the CPU) or takes TensorRT
+    through ONNX Runtime, else PyTorch CUDA fp16 (on a GPU); see `fastest_cpu_choice`."""
+    return AUTOMATIC
+
+
+# ---------------------------------------------------------------- the measured CPU choice
+
+
+def accuracy_record_path(checkpoint: str | Path) -> Path:
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.accuracy.json")
+
+
+def accuracy_costs(checkpoint: str | Path) -> dict[str, float]:
+    """mIoU points each "backend precision" loses against ONNX Runtime fp32 for this
+    checkpoint, from its accuracy record; empty without a record for these exact weights."""
+    from engine.artifacts import file_digest
+
+    path = accuracy_record_path(checkpoint)
+    try:
+        record = json.loads(path.read_text())
+        if record["checkpoint_digest"] != file_digest(checkpoint):
+            log.info("ignoring %s: it was measured on other weights", path)
+            return {}
+        miou = record["miou"]
+        return {name: miou[ACCURACY_REFERENCE] - value for name, value in miou.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def cpu_candidates(checkpoint: str | Path, backend: str, precision: str) -> list[tuple[str, str]]:
+    """The (backend, precision) pairs "auto" may pick: those the request leaves open,
+    runnable here and, for a precision the user did not ask for, within its accuracy limit."""
+    costs = accuracy_costs(checkpoint)
+    candidates = []
+    for name, kind in CPU_CANDIDATES:
+        if backend not in ("auto", name) or precision not in ("auto", kind):
+            continue
+        if name == "openvino" and openvino_unavailable(kind):
+            continue
+        asked_for = precision == kind
+        cost = 0.0 if kind == "fp32" else costs.get(f"{name} {kind}")
+        if not asked_for and (cost is None or cost > ACCURACY_LIMITS[kind]):
+            continue
+        candidates.append((name, kind))
+    return candidates
+
+
+def fastest_cpu_choice(
+    checkpoint: str | Path,
+    backend: str = "auto",
+    precision: str = "auto",
+    input_size: tuple[int, int] | None = None,
+    calibration: str | Path | None = None,
+    threads: int | None = None,
+) -> tuple[str, str]:
+    """The (backend, precision) that runs this checkpoint fastest on this CPU among
+    `cpu_candidates`, timed once and remembered."""
+    candidates = cpu_candidates(checkpoint, backend, precision)
+    if not candidates:
+        raise BackendError(f"no CPU backend here runs backend={backend} precision={precision}")
+    if len(candidates) == 1:
+        return candidates[0]
+    from engine.artifacts import file_digest
+    from engine.preprocess import model_input_size
+
+    size = model_input_size(input_size, input_size) if input_size else (352, 480)
+    key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration)
+    remembered = _remembered_choices()
+    if key in remembered:
+        picked = tuple(remembered[key]["picked"])
+        log.info("auto: %s %s (measured before on this machine)", *picked)
+        return picked
+    log.info("auto: timing %s at %dx%d (once per checkpoint and machine)", candidates, *size)
+    medians = time_candidates(checkpoint, candidates, size, calibration, threads)
+    picked = min(medians, key=medians.get)
+    log.info(
+        "auto: picked %s %s; median ms %s",
+        *picked,
+        {f"{b} {p}": round(t, 1) for (b, p), t in medians.items()},
+    )
+    remembered[key] = {"picked": list(picked), "median_ms": {f"{b} {p}": t for (b, p), t in medians.items()}}
+    _choices_file().write_text(json.dumps(remembered, indent=1) + "\n")
+    return picked
+
+
+def time_candidates(
+    checkpoint: str | Path,
+    candidates: list[tuple[str, str]],
+    size: tuple[int, int],
+    calibration: str | Path | None,
+    threads: int | None,
+    rounds: int = 8,
+) -> dict[tuple[str, str], float]:
+    """Median ms of each candidate on one random frame, timed interleaved round by round
+    so that load from elsewhere on the machine slows them alike."""
+    from engine.backends import create_backend
+
+    frames = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+    runners = {}
+    for name, kind in candidates:
+        chosen = create_backend(Path(checkpoint), name, "cpu", kind, calibration, threads)
+        runners[(name, kind)] = chosen
+        for _ in range(2):  # warm-up: first-run allocations and compilation
+            chosen.infer_labels(frames)
+    times: dict[tuple[str, str], list[float]] = {candidate: [] for candidate in runners}
+    for _ in range(rounds):
+        for candidate, runner in runners.items():
+            started = time.perf_counter()
+            runner.infer_labels(frames)
+            times[candidate].append((time.perf_counter() - started) * 1e3)
+    return {candidate: statistics.median(values) for candidate, values in times.items()}
+
+
+def _choice_key(digest, size, threads, candidates, calibration) -> str:
+    versions = installed_distributions("onnxruntime", "openvino")
+    cpu = _cpu_name()
+    text = json.dumps([digest, size, threads or os.cpu_count(), candidates, str(calibration), versions, cpu])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cpu_name() -> str:
+    """The CPU's model and feature flags (two EPYCs of one name may differ in AVX-512)."""
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return " ".join(
+            next((line for line in lines if line.startswith(k)), "") for k in ("model name", "flags")
+        )
+    return os.uname().machine if hasattr(os, "uname") else ""
+
+
+def _choices_file() -> Path:
+    folder = user_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "auto-backend.json"
+
+
+def _remembered_choices() -> dict:
+    try:
+        remembered = json.loads(_choices_file().read_text())
+        return remembered if isinstance(remembered, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def installed_distributions(*names: str) -> list[str]:

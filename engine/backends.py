@@ -1,25 +1,43 @@
-"""Inference backends behind `Segmenter`: PyTorch (CPU, CUDA) and ONNX Runtime.
+"""Inference backends behind `Segmenter`: PyTorch (CPU, CUDA), ONNX Runtime and OpenVINO.
 
-Each backend has `description`, `prepare(preprocessor, frame)` (the model input)
-and `infer(input) -> logits (N, C, h, w)` as a torch tensor.
+A backend (the `Backend` protocol) takes a batch the Segmenter prepared, either
+resized BGR uint8 frames (N, h, w, 3) when `takes_frames` (the graph or the device
+normalises), or normalised RGB float32 images (N, 3, h, w); it returns logits
+(N, C, h, w) float or labels (N, h, w) uint8 as torch tensors. Model files come from
+engine.artifacts; backends only open them. `create_backend` resolves "auto" (see
+engine.availability for the measured CPU choice) and says what it picked.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from engine.artifacts import first_line, opened_with_repair, openvino_cache_folder
 from engine.checkpoint import load_checkpoint
-from engine.export import FP32_KIND, INT8_KIND, cache_path, cached_onnx, normalise_frames
-from engine.segmenter import BackendError, Preprocessor
+from engine.errors import BackendError
+from engine.export import normalise_frames
+from engine.postprocess import argmax_channels
 
 log = logging.getLogger("rtformer.engine")
 
 ORT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT
+
+
+class Backend(Protocol):
+    description: str
+    takes_frames: bool  # True: resized uint8 BGR frames in; False: normalised float images
+
+    def infer_logits(self, batch: np.ndarray) -> torch.Tensor: ...  # (N, C, h, w) float
+
+    def infer_labels(self, batch: np.ndarray) -> torch.Tensor: ...  # (N, h, w) uint8
 
 
 def cuda_available() -> bool:
@@ -39,10 +57,10 @@ class TorchBackend:
     def __init__(self, checkpoint: Path, device: str, precision: str, threads: int | None = None) -> None:
         if device == "cuda" and not cuda_available():
             raise BackendError("PyTorch CUDA asked for, but this machine has no CUDA device")
-        if precision == "int8":
-            raise BackendError("INT8 runs on ONNX Runtime: choose backend 'onnxruntime'")
+        if precision in ("int8", "bf16"):
+            raise BackendError(f"{precision} runs on ONNX Runtime or OpenVINO: choose one of those backends")
         if precision == "fp16" and device != "cuda":
-            raise BackendError("fp16 needs CUDA; on the CPU use fp32 (or INT8 on ONNX Runtime)")
+            raise BackendError("fp16 needs CUDA; on the CPU use fp32 (or INT8 on ONNX Runtime/OpenVINO)")
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
@@ -51,31 +69,34 @@ class TorchBackend:
         self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype).eval()
         self.mean = (torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
         self.std = (torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
+        self.takes_frames = self.device.type == "cuda"
         self.description = f"PyTorch {device.upper()} {precision}"
 
-    def prepare(self, preprocessor: Preprocessor, frame: np.ndarray):
-        if self.device.type == "cuda":
-            return preprocessor.resize(frame)[None]  # (1, h, w, 3) uint8
-        return preprocessor(frame)
-
     @torch.inference_mode()
-    def infer(self, blob, labels: bool = False) -> torch.Tensor:
-        """Logits (N, C, h, w); with `labels` on CUDA, the argmax (N, h, w) uint8 taken on the
-        device, so only the labels cross to the host (on the CPU, postprocessing takes it)."""
-        if blob.dtype == np.uint8:  # resized BGR frames (N, h, w, 3): normalise on the device
-            frames = torch.from_numpy(blob).to(self.device, non_blocking=True)
+    def _logits(self, batch: np.ndarray) -> torch.Tensor:
+        if batch.dtype == np.uint8:  # resized BGR frames (N, h, w, 3): normalise on the device
+            frames = torch.from_numpy(batch).to(self.device, non_blocking=True)
             images = normalise_frames(frames, self.mean, self.std)
         else:
-            images = torch.from_numpy(blob).to(self.device, self.dtype)
-        images = images.contiguous(memory_format=torch.channels_last)
-        logits = self.model(images)
-        if labels and self.device.type == "cuda":
-            return logits.argmax(1).to(torch.uint8)
-        return logits.float()
+            images = torch.from_numpy(batch).to(self.device, self.dtype)
+        return self.model(images.contiguous(memory_format=torch.channels_last))
+
+    def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
+        return self._logits(batch).float()
+
+    def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
+        """On CUDA the argmax runs on the device and only the labels cross to the host."""
+        logits = self._logits(batch)
+        if self.device.type == "cuda":
+            return logits.argmax(1).to(torch.uint8).cpu()
+        labels = [argmax_channels(plane.float().numpy()) for plane in logits]
+        return torch.from_numpy(np.stack(labels))
 
 
 class OnnxRuntimeBackend:
     """ONNX Runtime with providers TensorRT > CUDA > CPU where present; fp32 or INT8."""
+
+    takes_frames = True  # the deployment graph normalises
 
     def __init__(
         self,
@@ -86,25 +107,25 @@ class OnnxRuntimeBackend:
         threads: int | None = None,
         spinning: bool = False,
     ) -> None:
-        if precision == "fp16":
-            raise BackendError("fp16 runs on PyTorch CUDA; ONNX Runtime here takes fp32 or INT8")
+        if precision not in ("fp32", "int8"):
+            raise BackendError(f"ONNX Runtime here takes fp32 or INT8, not {precision}")
         self.providers = choose_providers(device if precision != "int8" else "cpu")
-        path = int8_model(checkpoint, calibration) if precision == "int8" else cached_onnx(checkpoint)
-        self.session = open_session(
-            path, self.providers, threads, spinning, cached=True, checkpoint=checkpoint
+        self.session = opened_with_repair(
+            checkpoint,
+            precision,
+            calibration,
+            lambda path: open_session(path, self.providers, threads, spinning),
         )
         self.input_name = self.session.get_inputs()[0].name
         used = self.session.get_providers()[0].replace("ExecutionProvider", "")
         self.description = f"ONNX Runtime {used} {precision}"
-        self.path = path
 
-    def prepare(self, preprocessor: Preprocessor, frame: np.ndarray) -> np.ndarray:
-        return preprocessor.resize(frame)[None]  # (1, h, w, 3) uint8: the graph normalises
+    def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(["logits"], {self.input_name: batch})[0])
 
-    def infer(self, blob: np.ndarray, labels: bool = False) -> torch.Tensor:
-        """Logits (N, C, h, w), or with `labels` the graph's own argmax (N, h, w) uint8."""
-        (output,) = self.session.run(["labels" if labels else "logits"], {self.input_name: blob})
-        return torch.from_numpy(output)
+    def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
+        """The graph's own argmax: the logits never leave the runtime."""
+        return torch.from_numpy(self.session.run(["labels"], {self.input_name: batch})[0])
 
 
 def choose_providers(device: str) -> list[str]:
@@ -133,63 +154,139 @@ def session_options(threads: int | None, spinning: bool):
     return options
 
 
-def open_session(
-    path: Path,
-    providers: list[str],
-    threads: int | None = None,
-    spinning: bool = False,
-    cached: bool = False,
-    checkpoint: Path | None = None,
-):
-    """An InferenceSession; a damaged file is reported clearly, and a damaged cache
-    file is exported again once."""
+def open_session(path: Path, providers: list[str], threads: int | None = None, spinning: bool = False):
+    """An InferenceSession on `path`; errors say which file and why."""
     import onnxruntime as ort
 
+    if not Path(path).is_file():
+        raise BackendError(f"ONNX model not found: {path}")
     try:
         return ort.InferenceSession(str(path), session_options(threads, spinning), providers=providers)
-    except FileNotFoundError:
-        raise BackendError(f"ONNX model not found: {path}") from None
     except Exception as error:  # ORT raises its own pybind error types
-        if cached and checkpoint is not None and path.name.endswith(f".{FP32_KIND}.onnx"):
-            log.warning("cached ONNX model %s is damaged (%s); exporting again", path, _first_line(error))
-            path.unlink(missing_ok=True)
-            return open_session(cached_onnx(checkpoint), providers, threads, spinning)
-        raise BackendError(f"ONNX Runtime cannot load {path}: {_first_line(error)}") from None
+        raise BackendError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from error
 
 
-def int8_model(checkpoint: Path, calibration: str | Path | None) -> Path:
-    path = cache_path(checkpoint, INT8_KIND)
-    if path.is_file():
-        return path
-    if calibration is None:
-        raise BackendError(
-            f"no INT8 model for {checkpoint} yet: run `rtformer quantize {checkpoint} --calibration DIR` "
-            "or give calibration frames"
-        )
-    from engine.quantize import quantize_checkpoint
-
-    return quantize_checkpoint(checkpoint, calibration, output=path)
+# ---------------------------------------------------------------- OpenVINO
 
 
-def create_backend(segmenter, backend: str, device: str, precision: str, calibration, threads):
+def openvino_core():
+    """An OpenVINO Core, or a BackendError saying how to get one."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendError("OpenVINO is not installed (pip install openvino)") from None
+    return openvino.Core()
+
+
+def openvino_capabilities() -> set[str]:
+    """What OpenVINO's CPU plugin can run here: FP32, INT8 and, on CPUs with AVX512-BF16
+    or AMX, BF16."""
+    return set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU: the deployment graph compiled per input shape with the
+    latency hint; fp32, bf16 (where the CPU has it) or INT8 (our QDQ model, whose
+    remaining fp32 parts stay fp32 on every CPU so its accuracy does not depend on
+    the CPU). Compiled models are cached (OpenVINO's CACHE_DIR) in the user cache."""
+
+    takes_frames = True
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        device: str,
+        precision: str,
+        calibration: str | Path | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if device == "cuda":
+            raise BackendError("OpenVINO here runs on the CPU; for CUDA choose PyTorch or ONNX Runtime")
+        if precision not in OPENVINO_PRECISIONS:
+            raise BackendError(f"OpenVINO takes fp32, bf16 or INT8, not {precision}")
+        self.core = openvino_core()
+        capabilities = openvino_capabilities()
+        if precision == "bf16" and "BF16" not in capabilities:
+            raise BackendError(
+                "this CPU has no bf16 support (OpenVINO reports "
+                f"{', '.join(sorted(capabilities))}; bf16 needs AVX512-BF16 or AMX): use fp32 or INT8"
+            )
+        self.config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
+        }
+        self.model = opened_with_repair(checkpoint, precision, calibration, self._read)
+        self.cache = openvino_cache_folder()
+        self._compiled: dict[tuple[int, ...], object] = {}
+        self.description = f"OpenVINO CPU {precision}"
+
+    def _read(self, path: Path):
+        try:
+            return self.core.read_model(str(path))
+        except Exception as error:
+            raise BackendError(f"OpenVINO cannot read {path}: {first_line(error)}") from error
+
+    def _request(self, shape: tuple[int, ...]):
+        """The infer request compiled for `shape` (N, h, w, 3): a static shape compiles
+        to faster kernels than a dynamic one; each new size compiles once (from the cache
+        after the first run)."""
+        if shape not in self._compiled:
+            model = self.model.clone()
+            model.reshape({model.inputs[0]: list(shape)})
+            self._compiled[shape] = self._compile(model).create_infer_request()
+        return self._compiled[shape]
+
+    def _compile(self, model):
+        try:
+            return self.core.compile_model(model, "CPU", {**self.config, "CACHE_DIR": str(self.cache)})
+        except Exception as error:  # a damaged cache blob: start the cache afresh, once
+            log.warning("OpenVINO cache %s unusable (%s); compiling afresh", self.cache, first_line(error))
+            shutil.rmtree(self.cache, ignore_errors=True)
+            self.cache.mkdir(parents=True, exist_ok=True)
+            return self.core.compile_model(model, "CPU", {**self.config, "CACHE_DIR": str(self.cache)})
+
+    def _run(self, batch: np.ndarray, output: str) -> torch.Tensor:
+        request = self._request(batch.shape)
+        request.infer({0: batch})
+        return torch.from_numpy(request.get_tensor(output).data.copy())
+
+    def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
+        return self._run(batch, "logits")
+
+    def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
+        return self._run(batch, "labels")
+
+
+# ---------------------------------------------------------------- choosing
+
+
+def create_backend(
+    checkpoint: Path,
+    backend: str,
+    device: str,
+    precision: str,
+    calibration: str | Path | None,
+    threads: int | None,
+    input_size: tuple[int, int] | None = None,
+) -> Backend:
     """Resolve "auto" choices and build the backend; says what it picked."""
     if device == "auto":
         device = "cuda" if cuda_available() else "cpu"
-    if backend == "auto":
-        if precision == "int8" or (device == "cuda" and "TensorrtExecutionProvider" in ort_providers()):
-            backend = "onnxruntime"
-        elif device == "cuda":
-            backend = "torch"
-        else:
-            backend = "onnxruntime"
+    if device == "cpu" and "auto" in (backend, precision):
+        from engine.availability import fastest_cpu_choice
+
+        backend, precision = fastest_cpu_choice(checkpoint, backend, precision, input_size, calibration)
+    elif backend == "auto":
+        tensorrt = "TensorrtExecutionProvider" in ort_providers()
+        backend = "onnxruntime" if precision == "int8" or tensorrt else "torch"
+    if precision == "auto":  # on CUDA
+        precision = "fp16" if backend == "torch" else "fp32"
     if backend == "torch":
-        chosen = TorchBackend(segmenter.checkpoint, device, precision, threads)
+        chosen: Backend = TorchBackend(checkpoint, device, precision, threads)
+    elif backend == "openvino":
+        chosen = OpenVinoBackend(checkpoint, device, precision, calibration, threads)
     else:
-        chosen = OnnxRuntimeBackend(segmenter.checkpoint, device, precision, calibration, threads)
+        chosen = OnnxRuntimeBackend(checkpoint, device, precision, calibration, threads)
     log.info("backend: %s", chosen.description)
     return chosen
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends import open_session
 from engine.checkpoint import CheckpointInfo, save_checkpoint
 from engine.classes import CAMVID
 from engine.rtformer import build_model
@@ -79,15 +78,16 @@ def bench_checkpoint(folder: Path, variant: str, weights: Path | None) -> Path:
 def model_runners(
     checkpoint: Path, size: tuple[int, int], calibration: Path | None, threads: int, cpu: bool = True
 ) -> dict:
-    """Runners for one size; `cpu=False` keeps only the CUDA ones (a GPU machine's check)."""
+    """Runners for one size; `cpu=False` keeps only the CUDA ones (a GPU machine's check).
+    The CPU backends run the deployment graph (uint8 frames in, normalisation inside) as
+    the Segmenter opens it, and fetch the logits; INT8 runners only with `calibration`."""
+    from engine.availability import openvino_unavailable
+    from engine.backends import create_backend
     from engine.checkpoint import load_checkpoint
-    from engine.export import INT8_KIND, cache_path, cached_onnx
-    from engine.quantize import quantize_checkpoint
 
     height, width = size
     rng = np.random.default_rng(0)
     blob = rng.standard_normal((1, 3, height, width)).astype(np.float32)
-    # ONNX Runtime runs the deployment graph, which takes uint8 frames and normalises inside.
     frames = rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     torch.set_num_threads(threads)
     model, _ = load_checkpoint(checkpoint)
@@ -98,17 +98,20 @@ def model_runners(
         with torch.inference_mode():
             model(images)
 
+    def runner(backend: str, precision: str) -> Callable[[], None]:
+        chosen = create_backend(checkpoint, backend, "cpu", precision, calibration, threads)
+        return lambda: chosen.infer_logits(frames)
+
     runners = {}
     if cpu:
-        fp32 = open_session(cached_onnx(checkpoint), ["CPUExecutionProvider"], threads)
         runners["torch eager fp32"] = torch_eager
-        runners["onnxruntime fp32"] = lambda: fp32.run(["logits"], {"frames": frames})
-    if cpu and calibration is not None:
-        # Quantized afresh on the given frames, into the cache (never beside the weights).
-        bench_int8 = cache_path(checkpoint, f"bench-{INT8_KIND}")
-        int8_path = quantize_checkpoint(checkpoint, calibration, output=bench_int8)
-        int8 = open_session(int8_path, ["CPUExecutionProvider"], threads)
-        runners["onnxruntime int8"] = lambda: int8.run(["logits"], {"frames": frames})
+        wanted = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+        if calibration is not None:
+            wanted += [("onnxruntime", "int8"), ("openvino", "int8")]
+        for backend, precision in wanted:
+            if backend == "openvino" and openvino_unavailable(precision):
+                continue  # doctor says why; bf16 needs AVX512-BF16 or AMX
+            runners[f"{backend} {precision}"] = runner(backend, precision)
     if torch.cuda.is_available():
         runners.update(cuda_runners(model, blob))
     return runners
@@ -132,17 +135,19 @@ def cuda_runners(model: torch.nn.Module, blob: np.ndarray) -> dict:
     return {"torch cuda fp32": run(fp32_model, gpu), "torch cuda fp16": run(fp16_model, gpu.half())}
 
 
-def end_to_end(checkpoint: Path, video: Path, threads: int) -> dict:
+def end_to_end(
+    checkpoint: Path, video: Path, threads: int, backend: str = "onnxruntime", precision: str = "fp32"
+) -> dict:
     """`segment` on a video (decode, preprocess, infer, postprocess, render, encode) against
     the model alone on the same backend and input size."""
     from engine.segment import segment_video
     from engine.segmenter import Segmenter
 
-    segmenter = Segmenter(checkpoint, backend="onnxruntime", device="cpu", threads=threads)
+    segmenter = Segmenter(checkpoint, backend=backend, device="cpu", precision=precision, threads=threads)
     with tempfile.TemporaryDirectory() as scratch:
         report = segment_video(segmenter, video, Path(scratch) / "out.mp4", progress=False)
     inputs = np.random.default_rng(0).integers(0, 256, (1, *segmenter.preprocessor.size, 3), dtype=np.uint8)
-    times = interleaved({"model": lambda: segmenter.backend.infer(inputs, labels=True)}, rounds=60)["model"]
+    times = interleaved({"model": lambda: segmenter.backend.infer_labels(inputs)}, rounds=60)["model"]
     model_fps = 1000 / statistics.median(times)
     stages = report.stage_ms
     return {
@@ -167,6 +172,7 @@ def run_bench(
     rounds: int = 30,
     threads: int = 2,
     cpu: bool = True,
+    end_to_end_backend: tuple[str, str] = ("onnxruntime", "fp32"),
 ) -> dict:
     results: list[Result] = []
     reference_runner = REFERENCE_RUNNER if cpu else "torch cuda fp32"
@@ -202,7 +208,11 @@ def run_bench(
                     )
                 )
         e2e = (
-            end_to_end(Path(scratch) / f"{variants[0]}-local.safetensors", video, threads) if video else None
+            end_to_end(
+                Path(scratch) / f"{variants[0]}-local.safetensors", video, threads, *end_to_end_backend
+            )
+            if video
+            else None
         )
     torch.set_num_threads(previous_threads)
     return {
@@ -217,6 +227,8 @@ def run_bench(
 def machine_description() -> dict:
     import onnxruntime
 
+    from engine.availability import installed_distributions
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -230,6 +242,7 @@ def machine_description() -> dict:
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": next(iter(installed_distributions("openvino")), None),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 

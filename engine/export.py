@@ -1,21 +1,15 @@
-"""ONNX export of RTFormer with dynamic batch, height and width."""
+"""ONNX export of RTFormer with dynamic batch, height and width. Which exports exist and
+where they are cached is engine.artifacts' concern."""
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from pathlib import Path
 
 import torch
 
-from engine.resources import user_cache_dir
 from engine.rtformer import RTFormer
 
 DEFAULT_OPSET = 17
-# Cached deployment graphs take frames, not normalised tensors (see FramesToLogits).
-# Part of the cache file names: a new graph layout gets new names, so old caches are not reused.
-FP32_KIND, INT8_KIND = "deploy-fp32", "deploy-int8"
-log = logging.getLogger("rtformer.engine")
 
 
 class FramesToLogits(torch.nn.Module):
@@ -89,38 +83,4 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
-    return path
-
-
-def file_digest(path: str | Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
-
-
-def cache_path(checkpoint: str | Path, kind: str, opset: int = DEFAULT_OPSET) -> Path:
-    """Where the ONNX model of `checkpoint` is cached: in the user cache folder (never
-    beside the checkpoint, which may sit in an installed package), named by the
-    checkpoint's hash and the export settings."""
-    checkpoint = Path(checkpoint)
-    name = f"{checkpoint.stem}.{file_digest(checkpoint)}.opset{opset}.{kind}.onnx"
-    folder = user_cache_dir() / "onnx"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / name
-
-
-def cached_onnx(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """The fp32 deployment graph (frames in) of `checkpoint`, exported on first use."""
-    from engine.checkpoint import load_checkpoint
-
-    path = cache_path(checkpoint, FP32_KIND, opset)
-    if not path.is_file():
-        model, info = load_checkpoint(checkpoint)
-        log.info("exporting %s to %s", checkpoint, path)
-        temporary = path.with_suffix(".tmp")
-        size = info.input_size or (360, 480)
-        export_onnx(model, temporary, opset, sample_size=size, normalisation=(info.mean, info.std))
-        temporary.replace(path)
     return path

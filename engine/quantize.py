@@ -7,6 +7,7 @@ Activation ranges are calibrated on frames the user gives: a folder of images
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.checkpoint import read_checkpoint_info
-from engine.export import INT8_KIND, cache_path, cached_onnx
+from engine.errors import BackendError
 from engine.media import list_images
-from engine.segmenter import BackendError, Preprocessor
+from engine.preprocess import Preprocessor
 
 log = logging.getLogger("rtformer.engine")
 
@@ -63,24 +64,37 @@ class _FrameReader:
 def quantize_checkpoint(
     checkpoint: str | Path, calibration: str | Path, count: int = 16, output: str | Path | None = None
 ) -> Path:
-    """Write the INT8 ONNX model of `checkpoint` (default: the engine's cache path)."""
+    """The INT8 ONNX model of `checkpoint` calibrated on `calibration`: the cached artefact
+    (engine.artifacts), or a copy at `output` when given."""
+    from engine.artifacts import int8_model
+
+    cached = int8_model(checkpoint, calibration, count)
+    if output is None:
+        return cached
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, output)
+    return output
+
+
+def quantize_graph(
+    checkpoint: str | Path, fp32: Path, calibration: str | Path, count: int, output: Path
+) -> None:
+    """Quantize the fp32 deployment graph `fp32` of `checkpoint` into `output` (QDQ, per-channel
+    weights), with activation ranges from `count` frames of `calibration`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    checkpoint = Path(checkpoint)
     info = read_checkpoint_info(checkpoint)
-    output = Path(output) if output else cache_path(checkpoint, INT8_KIND)
     preprocessor = Preprocessor(info.input_size, info.mean, info.std)
     # The deployment graph takes resized uint8 frames (it normalises inside).
     blobs = [preprocessor.resize(frame)[None].copy() for frame in calibration_frames(calibration, count)]
-    fp32 = cached_onnx(checkpoint)
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        temporary = output.with_suffix(".tmp")
         quantize_static(
             str(prepared),
-            str(temporary),
+            str(output),
             _FrameReader(blobs, "frames"),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -96,6 +110,3 @@ def quantize_checkpoint(
             # normalisations exact.
             op_types_to_quantize=["Conv", "MatMul", "Relu"],
         )
-        temporary.replace(output)
-    log.info("wrote INT8 model %s (calibrated on %d frames)", output, len(blobs))
-    return output

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.data import normalize
-from engine.export import FP32_KIND, INT8_KIND, cache_path
+from engine.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key
 from engine.resources import user_cache_dir
 from engine.segmenter import (
     BackendError,
@@ -84,7 +84,7 @@ def test_onnxruntime_matches_torch_and_caches_the_export(checkpoint, caplog):
     frame = synthetic_frame(128, 160, seed=2)
     onnx = Segmenter(checkpoint, backend="onnxruntime", device="cpu")
     assert onnx.description == "ONNX Runtime CPU fp32"
-    cached = cache_path(checkpoint, FP32_KIND)
+    cached = artifact_path(checkpoint, FP32_KIND)
     assert cached.is_file() and cached.parent == user_cache_dir() / "onnx"  # never beside the weights
     torch_labels = Segmenter(checkpoint, backend="torch", device="cpu").predict(frame)
     assert (onnx.predict(frame) == torch_labels).mean() > 0.999
@@ -105,12 +105,6 @@ def test_onnxruntime_fast_path_takes_the_graphs_labels(checkpoint):
         labels_from_logits(labels, (120, 160), exact=True)
 
 
-def test_auto_picks_onnxruntime_on_a_cpu_machine(checkpoint):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    assert Segmenter(checkpoint).description == "ONNX Runtime CPU fp32"
-
-
 def test_predict_batch_equals_predict(checkpoint):
     segmenter = Segmenter(checkpoint, backend="torch", device="cpu")
     frames = [synthetic_frame(120, 160, seed=s) for s in range(3)]
@@ -124,9 +118,14 @@ def test_predict_batch_equals_predict(checkpoint):
     [
         ({"backend": "torch", "device": "cuda"}, "no CUDA device"),
         ({"backend": "torch", "precision": "fp16", "device": "cpu"}, "fp16 needs CUDA"),
-        ({"backend": "torch", "precision": "int8"}, "INT8 runs on ONNX Runtime"),
-        ({"backend": "onnxruntime", "precision": "fp16"}, "fp16 runs on PyTorch CUDA"),
-        ({"backend": "onnxruntime", "precision": "int8"}, "no INT8 model .* yet"),
+        ({"backend": "torch", "precision": "int8"}, "int8 runs on ONNX Runtime or OpenVINO"),
+        ({"backend": "onnxruntime", "precision": "fp16"}, "takes fp32 or INT8, not fp16"),
+        ({"backend": "openvino", "precision": "fp16"}, "takes fp32, bf16 or INT8, not fp16"),
+        ({"backend": "openvino", "device": "cuda"}, "OpenVINO here runs on the CPU"),
+        (
+            {"backend": "onnxruntime", "precision": "int8", "calibration": "no/such/folder"},
+            "calibration source not found",
+        ),
         ({"backend": "tensorflow"}, "unknown backend"),
     ],
 )
@@ -153,7 +152,7 @@ def test_missing_gpu_provider_falls_back_to_cpu_with_a_message(checkpoint, caplo
 
 def test_damaged_cached_export_is_rebuilt(tmp_path, checkpoint, caplog):
     local = shutil.copy(checkpoint, tmp_path / "copy.safetensors")
-    cache = cache_path(local, FP32_KIND)
+    cache = artifact_path(local, FP32_KIND)
     cache.write_bytes(b"this is not an onnx model")
     with caplog.at_level(logging.WARNING, "rtformer.engine"):
         segmenter = Segmenter(local, backend="onnxruntime")
@@ -194,14 +193,21 @@ def test_int8_quantization_calibrated_on_given_frames(tmp_path, checkpoint):
         cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(128, 160, seed=seed))
     int8 = Segmenter(local, backend="onnxruntime", precision="int8", calibration=frames)
     assert int8.description == "ONNX Runtime CPU int8"
-    assert cache_path(local, INT8_KIND).is_file()
-    graph = __import__("onnx").load(str(cache_path(local, INT8_KIND)))
+    cached = artifact_path(local, INT8_KIND, key=calibration_key(frames))
+    graph = __import__("onnx").load(str(cached))
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     frame = synthetic_frame(128, 160, seed=9)
     agreement = (int8.predict(frame) == Segmenter(local, backend="torch").predict(frame)).mean()
     assert agreement > 0.8
-    # Once built, the INT8 model is found without calibration frames.
-    assert Segmenter(local, backend="onnxruntime", precision="int8").description.endswith("int8")
+    # The same frames elsewhere are the same calibration: the model is reused, not rebuilt.
+    built = cached.stat().st_mtime_ns
+    Segmenter(
+        local, backend="onnxruntime", precision="int8", calibration=shutil.copytree(frames, tmp_path / "c")
+    )
+    assert cached.stat().st_mtime_ns == built
+    # Other frames are another calibration, in another file.
+    cv2.imwrite(str(frames / "extra.png"), synthetic_frame(128, 160, seed=7))
+    assert calibration_key(frames) != cached.name.split(".")[-2]
 
 
 def test_device_side_normalisation_equals_the_cpu_path(checkpoint):
@@ -209,8 +215,8 @@ def test_device_side_normalisation_equals_the_cpu_path(checkpoint):
     CPU here and must give the same logits as the CPU preprocessing."""
     segmenter = Segmenter(checkpoint, backend="torch", device="cpu")
     frame = synthetic_frame(128, 160, seed=4)
-    on_cpu = segmenter.backend.infer(segmenter.preprocessor(frame).copy())
-    on_device = segmenter.backend.infer(segmenter.preprocessor.resize(frame)[None].copy())
+    on_cpu = segmenter.backend.infer_logits(segmenter.preprocessor(frame).copy())
+    on_device = segmenter.backend.infer_logits(segmenter.preprocessor.resize(frame)[None].copy())
     torch.testing.assert_close(on_device, on_cpu, atol=1e-4, rtol=1e-4)
 
 

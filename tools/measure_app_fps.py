@@ -37,14 +37,14 @@ def main() -> None:
 
     segmenter = Segmenter(args.checkpoint, backend="onnxruntime", device="cpu")
     frame = np.zeros((*args.size, 3), np.uint8)
-    blob = segmenter.backend.prepare(segmenter.preprocessor, frame).copy()
+    blob = segmenter.prepare(frame).copy()
     for _ in range(5):
-        segmenter.backend.infer(blob, labels=True)
+        segmenter.backend.infer_labels(blob)
     times = []
     deadline = time.monotonic() + args.seconds / 2
     while time.monotonic() < deadline:
         started = time.perf_counter()
-        segmenter.backend.infer(blob, labels=True)
+        segmenter.backend.infer_labels(blob)
         times.append(time.perf_counter() - started)
     model_fps = 1 / statistics.median(times)
     del segmenter

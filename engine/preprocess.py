@@ -1,0 +1,75 @@
+"""Preprocessing: a BGR frame resized to the model's input size (aspect ratio kept,
+multiples of 32) and, where the backend wants it, ImageNet-normalised into reused
+buffers. Used by every backend and by INT8 calibration."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from engine.rtformer import MIN_INPUT_SIZE
+
+SIZE_MULTIPLE = 32
+
+
+def model_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) to feed the model: the frame scaled to fit `input_size` with its aspect
+    ratio kept (the frame's own size when None), rounded to multiples of 32."""
+    height, width = frame_size
+    if input_size is not None:
+        scale = min(input_size[0] / height, input_size[1] / width)
+        height, width = height * scale, width * scale
+
+    def snap(value: float) -> int:
+        return max(MIN_INPUT_SIZE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+    return snap(height), snap(width)
+
+
+class Preprocessor:
+    """BGR uint8 frame -> normalised RGB float32 (1, 3, h, w), into buffers reused
+    while the frame size stays the same."""
+
+    def __init__(self, input_size: tuple[int, int] | None, mean, std) -> None:
+        self.input_size = input_size
+        # x_rgb_norm = (x / 255 - mean) / std = x * scale + offset, per channel (BGR order here)
+        std_bgr, mean_bgr = np.asarray(std, np.float32)[::-1], np.asarray(mean, np.float32)[::-1]
+        self.scale = (1.0 / (255.0 * std_bgr)).astype(np.float32)
+        self.offset = (-mean_bgr / std_bgr).astype(np.float32)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._frame_size: tuple[int, int] | None = None
+
+    def _allocate(self, frame_size: tuple[int, int]) -> None:
+        self._frame_size = frame_size
+        self.size = model_input_size(frame_size, self.input_size)
+        height, width = self.size
+        self._resized = np.empty((height, width, 3), np.uint8)
+        self._float = np.empty((height, width, 3), np.float32)
+        self._blob = np.empty((1, 3, height, width), np.float32)
+
+    def resize(self, frame: np.ndarray) -> np.ndarray:
+        """The frame resized to the model's input size (BGR uint8); the buffer is reused."""
+        check_frame(frame)
+        if frame.shape[:2] != self._frame_size:
+            self._allocate(frame.shape[:2])
+        if frame.shape[:2] == self.size:
+            self._resized[...] = frame
+        else:
+            cv2.resize(frame, self.size[::-1], dst=self._resized, interpolation=cv2.INTER_LINEAR)
+        return self._resized
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        resized = self.resize(frame)
+        np.multiply(resized, self.scale, out=self._float)
+        np.add(self._float, self.offset, out=self._float)
+        self._blob[0] = self._float.transpose(2, 0, 1)[::-1]  # HWC BGR -> CHW RGB
+        return self._blob
+
+
+def check_frame(frame: np.ndarray) -> None:
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        shape = getattr(frame, "shape", None)
+        dtype = getattr(frame, "dtype", type(frame).__name__)
+        raise ValueError(f"expected a BGR uint8 frame of shape (H, W, 3), got {shape} {dtype}")
+    if min(frame.shape[:2]) < 8:
+        raise ValueError(f"frame {frame.shape[1]}x{frame.shape[0]} is too small to segment")

@@ -1,0 +1,149 @@
+"""The OpenVINO backend: agreement with ONNX Runtime, its compiled-model cache, shape
+changes, precisions the CPU lacks; and the measured "auto" choice among CPU backends."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+import engine.availability as availability
+from engine.artifacts import file_digest, openvino_cache_folder
+from engine.backends import openvino_capabilities
+from engine.segmenter import BackendError, Segmenter
+from tests.synthetic import synthetic_frame, write_checkpoint
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("ov") / "slim.safetensors")
+
+
+def agreement(first: Segmenter, second: Segmenter, frame: np.ndarray) -> float:
+    return float((first.predict(frame) == second.predict(frame)).mean())
+
+
+def test_fp32_agrees_with_onnxruntime_and_follows_shape_changes(checkpoint):
+    ov = Segmenter(checkpoint, backend="openvino", device="cpu", precision="fp32")
+    ort = Segmenter(checkpoint, backend="onnxruntime", device="cpu", precision="fp32")
+    assert ov.description == "OpenVINO CPU fp32"
+    for height, width in ((120, 160), (96, 224), (120, 160)):  # a new size compiles once more
+        frame = synthetic_frame(height, width, seed=height + width)
+        labels = ov.predict(frame)
+        assert labels.shape == (height, width)
+        assert agreement(ov, ort, frame) >= 0.99
+    assert len(ov.backend._compiled) == 2
+    # The exact path (logits out of the runtime) agrees too.
+    frame = synthetic_frame(120, 160, seed=3)
+    assert (ov.predict(frame, exact=True) == ort.predict(frame, exact=True)).mean() >= 0.99
+
+
+def test_bf16_runs_where_the_cpu_has_it_and_says_why_not_elsewhere(checkpoint):
+    if "BF16" in openvino_capabilities():
+        bf16 = Segmenter(checkpoint, backend="openvino", device="cpu", precision="bf16")
+        fp32 = Segmenter(checkpoint, backend="onnxruntime", device="cpu", precision="fp32")
+        assert agreement(bf16, fp32, synthetic_frame(120, 160, seed=4)) >= 0.99
+    else:
+        with pytest.raises(BackendError, match="this CPU has no bf16 support"):
+            Segmenter(checkpoint, backend="openvino", device="cpu", precision="bf16")
+        choice = next(c for c in availability.BACKEND_CHOICES if c.precision == "bf16")
+        assert "no bf16" in availability.why_unavailable(choice)
+
+
+def test_int8_runs_our_qdq_model(tmp_path, checkpoint):
+    frames = tmp_path / "calibration"
+    frames.mkdir()
+    for seed in range(3):
+        import cv2
+
+        cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(120, 160, seed=seed))
+    int8 = Segmenter(checkpoint, backend="openvino", device="cpu", precision="int8", calibration=frames)
+    assert int8.description == "OpenVINO CPU int8"
+    fp32 = Segmenter(checkpoint, backend="onnxruntime", device="cpu", precision="fp32")
+    assert agreement(int8, fp32, synthetic_frame(120, 160, seed=8)) > 0.8
+
+
+def test_compiled_models_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path, checkpoint, caplog):
+    local = shutil.copy(checkpoint, tmp_path / "cached.safetensors")
+    frame = synthetic_frame(200, 136, seed=6)  # a size no other test compiles: a new cache entry
+    expected = Segmenter(local, backend="onnxruntime", device="cpu").predict(frame)
+    before = set(openvino_cache_folder().iterdir())
+    Segmenter(local, backend="openvino", device="cpu").predict(frame)
+    blobs = set(openvino_cache_folder().iterdir()) - before
+    assert blobs, "the compiled model was not cached"
+    stamps = {blob: blob.stat().st_mtime_ns for blob in blobs}
+    Segmenter(local, backend="openvino", device="cpu").predict(frame)
+    assert {blob: blob.stat().st_mtime_ns for blob in blobs} == stamps  # read back, not written again
+    for blob in blobs:
+        blob.write_bytes(b"\x00" * 64)
+    with caplog.at_level(logging.WARNING, "rtformer.engine"):
+        labels = Segmenter(local, backend="openvino", device="cpu").predict(frame)
+    assert (labels == expected).mean() >= 0.99
+
+
+def test_a_damaged_onnx_file_is_rebuilt_for_openvino_too(tmp_path, checkpoint, caplog):
+    from engine.artifacts import FP32_KIND, artifact_path
+
+    local = shutil.copy(checkpoint, tmp_path / "damaged.safetensors")
+    artifact_path(local, FP32_KIND).write_bytes(b"not a model")
+    with caplog.at_level(logging.WARNING, "rtformer.engine"):
+        segmenter = Segmenter(local, backend="openvino", device="cpu")
+    assert "is damaged" in caplog.text
+    assert segmenter.predict(synthetic_frame()).shape == (120, 160)
+
+
+# ---------------------------------------------------------------- the measured choice
+
+
+def write_record(checkpoint, miou: dict[str, float], digest: str | None = None) -> None:
+    record = {"checkpoint_digest": digest or file_digest(checkpoint), "miou": miou}
+    availability.accuracy_record_path(checkpoint).write_text(json.dumps(record))
+
+
+def test_auto_takes_only_precisions_measured_within_the_limits(tmp_path, checkpoint):
+    local = shutil.copy(checkpoint, tmp_path / "measured.safetensors")
+    assert availability.cpu_candidates(local, "auto", "auto") == [
+        ("onnxruntime", "fp32"),
+        ("openvino", "fp32"),
+    ]
+    write_record(local, {"onnxruntime fp32": 50.0, "onnxruntime int8": 48.5, "openvino int8": 49.2})
+    candidates = availability.cpu_candidates(local, "auto", "auto")
+    assert ("openvino", "int8") in candidates  # -0.8: within 1.0
+    assert ("onnxruntime", "int8") not in candidates  # -1.5: over the limit
+    # Asked for explicitly, a precision needs no record.
+    assert availability.cpu_candidates(local, "auto", "int8") == [
+        ("onnxruntime", "int8"),
+        ("openvino", "int8"),
+    ]
+    write_record(local, {"onnxruntime fp32": 50.0, "openvino int8": 49.9}, digest="0" * 12)
+    assert ("openvino", "int8") not in availability.cpu_candidates(local, "auto", "auto")  # other weights
+
+
+def test_auto_picks_the_fastest_measured_and_remembers_it(tmp_path, checkpoint, monkeypatch):
+    local = shutil.copy(checkpoint, tmp_path / "timed.safetensors")
+    timed = []
+
+    def fake_timing(checkpoint, candidates, size, calibration, threads):
+        timed.append(size)
+        return {candidate: 10.0 if candidate == ("openvino", "fp32") else 20.0 for candidate in candidates}
+
+    monkeypatch.setattr(availability, "time_candidates", fake_timing)
+    segmenter = Segmenter(local, device="cpu", input_size=(360, 480))
+    assert segmenter.description == "OpenVINO CPU fp32"
+    assert timed == [(352, 480)]  # timed at the model's input size
+    Segmenter(local, device="cpu", input_size=(360, 480))
+    assert len(timed) == 1  # remembered
+    Segmenter(local, device="cpu", input_size=(720, 960))
+    assert len(timed) == 2  # another size is another decision
+
+
+def test_auto_times_the_real_backends(tmp_path, checkpoint):
+    local = shutil.copy(checkpoint, tmp_path / "real.safetensors")
+    medians = availability.time_candidates(
+        local, [("onnxruntime", "fp32"), ("openvino", "fp32")], (96, 128), None, 1
+    )
+    assert set(medians) == {("onnxruntime", "fp32"), ("openvino", "fp32")}
+    assert all(value > 0 for value in medians.values())
