@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key
 from engine.checkpoint import CheckpointError, load_checkpoint
 from engine.data import normalize
-from engine.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key
 from engine.resources import user_cache_dir
 from engine.segmenter import (
     BackendError,
