@@ -105,6 +105,19 @@ def default_backend() -> BackendChoice:
     return AUTOMATIC
 
 
+def auto_summary() -> str:
+    """What "auto" runs on this machine, in words (doctor's report)."""
+    if torch.cuda.is_available():
+        tensorrt = "TensorrtExecutionProvider" in onnxruntime_providers()
+        return "ONNX Runtime CUDA/TensorRT" if tensorrt else "PyTorch CUDA (fp16)"
+    remembered = _remembered_choices().values()
+    picks = sorted(
+        {" ".join(map(str, entry.get("picked", []))) for entry in remembered if isinstance(entry, dict)}
+    )
+    measured = f"; measured here so far: {', '.join(picks)}" if picks else ""
+    return f"the fastest CPU backend within the accuracy limits, timed at first use{measured}"
+
+
 # ---------------------------------------------------------------- the measured CPU choice
 
 
@@ -169,7 +182,7 @@ def fastest_cpu_choice(
     size = model_input_size(input_size, input_size) if input_size else (352, 480)
     key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration)
     remembered = _remembered_choices()
-    if key in remembered:
+    if isinstance(remembered.get(key), dict) and tuple(remembered[key].get("picked", ())) in candidates:
         picked = tuple(remembered[key]["picked"])
         log.info("auto: %s %s (measured before on this machine)", *picked)
         return picked

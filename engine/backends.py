@@ -273,15 +273,17 @@ def create_backend(
     """Resolve "auto" choices and build the backend; says what it picked."""
     if device == "auto":
         device = "cuda" if cuda_available() else "cpu"
-    if device == "cpu" and "auto" in (backend, precision):
+    if device == "cpu" and backend != "torch" and "auto" in (backend, precision):
         from engine.availability import fastest_cpu_choice
 
-        backend, precision = fastest_cpu_choice(checkpoint, backend, precision, input_size, calibration)
+        backend, precision = fastest_cpu_choice(
+            checkpoint, backend, precision, input_size, calibration, threads
+        )
     elif backend == "auto":
         tensorrt = "TensorrtExecutionProvider" in ort_providers()
         backend = "onnxruntime" if precision == "int8" or tensorrt else "torch"
-    if precision == "auto":  # on CUDA
-        precision = "fp16" if backend == "torch" else "fp32"
+    if precision == "auto":  # PyTorch, or a GPU
+        precision = "fp16" if backend == "torch" and device == "cuda" else "fp32"
     if backend == "torch":
         chosen: Backend = TorchBackend(checkpoint, device, precision, threads)
     elif backend == "openvino":

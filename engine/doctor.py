@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine import resources
-from engine.availability import BACKEND_CHOICES, default_backend, onnxruntime_conflict, why_unavailable
+from engine.availability import BACKEND_CHOICES, auto_summary, onnxruntime_conflict, why_unavailable
 
 # CPU flags (as /proc/cpuinfo names them) that decide the speed of our CPU paths.
 CPU_FLAGS = {
@@ -66,6 +66,7 @@ def versions() -> Section:
         ("torch", "torch"),
         ("ONNX Runtime", "onnxruntime"),
         ("ONNX Runtime GPU", "onnxruntime-gpu"),
+        ("OpenVINO", "openvino"),
         ("PySide6", "PySide6"),
         ("PyAV", "av"),
         ("OpenCV", "opencv-python-headless"),
@@ -131,13 +132,21 @@ def onnx_runtime() -> Section:
     return section
 
 
+def openvino() -> Section:
+    from engine.backends import openvino_capabilities
+
+    section = Section("OpenVINO")
+    section.add("CPU precisions", ", ".join(sorted(openvino_capabilities())))
+    return section
+
+
 def backends() -> Section:
     """Every backend the app's menu lists: available, or unavailable with the reason."""
     section = Section("Backends")
     for choice in BACKEND_CHOICES:
         reason = why_unavailable(choice)
         section.add(choice.label, f"unavailable: {reason}" if reason else "available")
-    section.add("default (auto)", default_backend().label)
+    section.add("default (auto)", auto_summary())
     return section
 
 
@@ -239,7 +248,7 @@ def support() -> Section:
     return section
 
 
-SECTIONS = (versions, cpu, cuda, onnx_runtime, backends, cameras, encoding, folders, support)
+SECTIONS = (versions, cpu, cuda, onnx_runtime, openvino, backends, cameras, encoding, folders, support)
 
 
 def report() -> list[Section]:
