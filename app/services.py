@@ -404,7 +404,7 @@ class Result:
 
     frame: Frame
     picture: np.ndarray  # BGR, what the view shows
-    labels: np.ndarray
+    labels: np.ndarray  # (h, w) at the model's input size
     class_share: np.ndarray  # fraction of pixels per class
     latency_ms: float  # capture to picture
 
@@ -428,9 +428,15 @@ class LoadedModel:
     segmenter: Segmenter
 
 
-def compose(view: ViewSettings, frame: np.ndarray, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """The picture for the chosen view settings (engine.render draws it)."""
-    return render(view.view, frame, labels, lut, view.alpha, view.hidden)
+def compose(
+    view: ViewSettings,
+    frame: np.ndarray,
+    labels: np.ndarray,
+    lut: np.ndarray,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The picture for the chosen view settings (engine.render draws it), at most `size`."""
+    return render(view.view, frame, labels, lut, view.alpha, view.hidden, size)
 
 
 class InferenceService:
@@ -455,6 +461,8 @@ class InferenceService:
         self.on_result, self.on_error, self.on_model = on_result, on_error, on_model
         self.on_load_failed = on_load_failed or (lambda request: None)
         self.view = ViewSettings()
+        # (H, W) in device pixels of the area the picture is shown in; the GUI sets it on resize.
+        self.display_size: tuple[int, int] | None = None
         self.model: LoadedModel | None = None
         self.recorder: RecorderService | None = None
         self.last_frame: np.ndarray | None = None  # the latest real frame, for warm-ups
@@ -551,18 +559,20 @@ class InferenceService:
     def _process(self, segmenter: Segmenter, frame: Frame) -> Result:
         view = self.view  # one consistent view for the whole frame
         self.last_frame = frame.image
-        labels = segmenter.predict(frame.image)
+        labels = segmenter.predict_model_labels(frame.image)  # render scales the colours
         timings = segmenter.timings
         for stage in ("preprocess", "inference", "postprocess"):
             self.stats.add(stage, getattr(timings, stage))
         started = time.perf_counter()
-        picture = compose(view, frame.image, labels, segmenter.lut)
+        recorder = self.recorder
+        # Drawn at the view's size unless recording, which keeps the source's resolution.
+        size = self.display_size if recorder is None else None
+        picture = compose(view, frame.image, labels, segmenter.lut, size)
         share = np.bincount(labels.ravel(), minlength=len(segmenter.class_names))[
             : len(segmenter.class_names)
         ]
         self.stats.add("render", (time.perf_counter() - started) * 1e3)
         self.stats.add("inferred")
-        recorder = self.recorder
         if recorder is not None:
             recorder.push(picture)
         return Result(frame, picture, labels, share / labels.size, (time.monotonic() - frame.captured) * 1e3)

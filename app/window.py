@@ -41,6 +41,7 @@ from app.services import (
     RecorderService,
     Result,
     RollingStats,
+    compose,
 )
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
 from engine.availability import BACKEND_CHOICES, BackendChoice, default_backend, why_unavailable
@@ -84,6 +85,7 @@ class VideoView(QWidget):
         super().__init__()
         self.stats = stats
         self.on_dropped: Callable[[str], None] = lambda location: None
+        self.on_resized: Callable[[tuple[int, int]], None] = lambda size: None
         self.image: QImage | None = None
         self.setAcceptDrops(True)
         self.setMinimumSize(480, 270)
@@ -104,6 +106,11 @@ class VideoView(QWidget):
             painter.drawImage(self.rect().adjusted(x, y, -x, -y), self.image)
             self.stats.add("display")
         painter.end()
+
+    def resizeEvent(self, event) -> None:
+        ratio = self.devicePixelRatioF()  # pictures are drawn in device pixels
+        self.on_resized((round(self.height() * ratio), round(self.width() * ratio)))
+        super().resizeEvent(event)
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -342,6 +349,7 @@ class MainWindow(QMainWindow):
 
     def _wire(self) -> None:
         self.view.on_dropped = self.open_location
+        self.view.on_resized = lambda size: setattr(self.inference, "display_size", size)
         self.play_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
         self.seek_slider.sliderReleased.connect(self.seek_to_slider)
@@ -655,7 +663,12 @@ class MainWindow(QMainWindow):
         except OSError as error:
             self.show_error(f"cannot save the snapshot: {error}")
             return None
-        if not cv2.imwrite(str(path), self.result.picture):
+        segmenter = self.inference.segmenter
+        picture = self.result.picture
+        if segmenter is not None:  # at the source's resolution: the view may show it smaller
+            result = self.result
+            picture = compose(self.inference.view, result.frame.image, result.labels, segmenter.lut)
+        if not cv2.imwrite(str(path), picture):
             self.show_error(f"cannot write the snapshot {path}")
             return None
         self.statusBar().showMessage(f"saved {path}", 5000)

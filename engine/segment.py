@@ -18,7 +18,8 @@ import cv2
 from tqdm import tqdm
 
 from engine.media import is_image, list_images
-from engine.segmenter import Segmenter, labels_from_logits, render
+from engine.render import render
+from engine.segmenter import Segmenter
 from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
 
 log = logging.getLogger("rtformer.engine")
@@ -84,7 +85,7 @@ def segment_video(
                 while (item := rendered.get()) is not None:
                     frame, logits, seconds = item
                     clock = time.perf_counter()
-                    labels = labels_from_logits(logits, frame.shape[:2])
+                    labels = logits[0].numpy()  # at the model's size: render scales the colours
                     drawn = time.perf_counter()
                     picture = render(view, frame, labels, segmenter.lut, alpha)
                     encoding = time.perf_counter()

@@ -125,6 +125,14 @@ class Segmenter:
         self.timings.postprocess = (time.perf_counter() - started) * 1e3
         return labels
 
+    def predict_model_labels(self, frame: np.ndarray) -> np.ndarray:
+        """frame: BGR uint8 (H, W, 3) -> labels uint8 (h, w) at the model's input size, for
+        renderers that scale the colours themselves (engine.render): at 1080p this skips a
+        full-size label map nobody needs."""
+        labels = self.infer(frame)[0].numpy()
+        self.timings.postprocess = 0.0
+        return labels
+
     def infer(self, frame: np.ndarray, exact: bool = False) -> torch.Tensor:
         """Preprocess and inference only: frame -> logits (1, C, h, w), or on the fast path
         labels (1, h, w) uint8 where the backend takes the argmax itself. Pipelines call

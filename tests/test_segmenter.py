@@ -57,8 +57,11 @@ def test_colorize_and_overlay():
     assert (overlay(frame, labels, palette, 0.0) == frame).all()
     assert (overlay(frame, labels, palette, 1.0) == mask).all()
     assert render("side-by-side", frame, labels, palette).shape == (2, 4, 3)
-    with pytest.raises(ValueError, match="differ in size"):
-        overlay(np.zeros((3, 3, 3), np.uint8), labels, palette)
+    # Labels at the model's size are scaled to the frame with nearest neighbour.
+    big = np.zeros((4, 4, 3), np.uint8)
+    assert (
+        overlay(big, labels, palette, 1.0) == colorize(np.kron(labels, np.ones((2, 2), np.uint8)), palette)
+    ).all()
     assert (palette_lut(palette)[2:] == 0).all()
 
 

@@ -48,7 +48,9 @@ def main() -> int:
             skipped[name] = reason
             print(f"{name}: skipped ({reason})", file=sys.stderr)
             continue
-        segmenter = Segmenter(args.checkpoint, backend, "cpu", precision, calibration=calibration, threads=args.threads)
+        segmenter = Segmenter(
+            args.checkpoint, backend, "cpu", precision, calibration=calibration, threads=args.threads
+        )
         started = time.perf_counter()
         report = evaluate_segmenter(segmenter, dataset)
         seconds[name] = round(time.perf_counter() - started, 1)
@@ -62,7 +64,9 @@ def main() -> int:
         "reference": ACCURACY_REFERENCE,
         "calibration": Path(calibration).name if calibration else None,
         "miou": miou,
-        "loss_vs_reference": {name: round(miou[ACCURACY_REFERENCE] - value, 2) for name, value in miou.items()},
+        "loss_vs_reference": {
+            name: round(miou[ACCURACY_REFERENCE] - value, 2) for name, value in miou.items()
+        },
         "unavailable": skipped,
         "machine": platform.processor() or platform.machine(),
         "command": " ".join(["python", *sys.argv]),
