@@ -450,7 +450,7 @@ class MainWindow(QMainWindow):
         (menus, settings) records the new choice until the new model has run."""
         choice = choice or self.backend_choice
         self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
-        # INT8 is calibrated on the bundled demo drive (engine.artifacts.default_calibration):
+        # INT8 is calibrated on the bundled frames (engine.artifacts.default_calibration):
         # the model card measures that model, and it is built once and cached.
         first_time = (
             " (the first time it times the backends: up to a minute)" if choice.backend == "auto" else ""

@@ -28,14 +28,15 @@ from pathlib import Path
 
 from engine.errors import BackendError
 from engine.export import DEFAULT_OPSET
-from engine.resources import demo_video, user_cache_dir
+from engine.resources import calibration_folder, user_cache_dir
 
 log = logging.getLogger("rtformer.engine")
 
 # The deployment graph's layout (engine.export.FramesToLogits). Version 2: uint8 "labels"
 # output beside the logits (commit 7f1a753); caches of version 1 lack it.
 GRAPH_VERSION = 2
-FP32_KIND, INT8_KIND = "deploy-fp32", "deploy-int8"
+# "w7": 7-bit weights (engine.quantize); INT8 models of 8-bit weights are not reused.
+FP32_KIND, INT8_KIND = "deploy-fp32", "deploy-int8w7"
 CALIBRATION_FRAMES = 16
 
 
@@ -87,10 +88,11 @@ def calibration_key(source: str | Path, count: int = CALIBRATION_FRAMES) -> str:
 
 
 def default_calibration() -> Path | None:
-    """The frames INT8 is calibrated on when the user gives none: the bundled demo drive
-    (real sunny footage, held out from training). The model card's INT8 figures use it."""
-    video = demo_video()
-    return video if video.is_file() else None
+    """The frames INT8 is calibrated on when the user gives none: the bundled frames of
+    CamVid train and the Udacity drive (assets/calibration/README.md says why both).
+    The model card's INT8 figures use them."""
+    folder = calibration_folder()
+    return folder if folder.is_dir() else None
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
@@ -129,7 +131,7 @@ def int8_model(
     checkpoint: str | Path, calibration: str | Path | None = None, count: int = CALIBRATION_FRAMES
 ) -> Path:
     """The INT8 (QDQ) deployment graph calibrated on `calibration` (a folder of images or a
-    video; default: the bundled demo drive), quantized on first use."""
+    video; default: the bundled calibration frames), quantized on first use."""
     calibration = calibration if calibration is not None else default_calibration()
     if calibration is None:
         raise BackendError(

@@ -61,6 +61,11 @@ def camvid_demo_video() -> Path:
     return assets_folder() / CAMVID_DEMO_VIDEO
 
 
+def calibration_folder() -> Path:
+    """The bundled INT8 calibration frames (CamVid train and the Udacity drive; README there)."""
+    return assets_folder() / "calibration"
+
+
 def icon() -> Path:
     """The application icon (256x256 PNG): a road scene in the class colours."""
     return assets_folder() / "icon.png"

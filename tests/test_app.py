@@ -22,7 +22,9 @@ def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 12)
     assert window.model_name == "RTFormer-Slim"
-    assert all(map_.shape == window.inference.segmenter.preprocessor.size for map_ in labels)  # the model's size
+    assert all(
+        map_.shape == window.inference.segmenter.preprocessor.size for map_ in labels
+    )  # the model's size
     assert any(not np.array_equal(labels[0], later) for later in labels[1:])  # they change over time
     assert window.view.image is not None and window.view.image.width() == 128
     qtbot.waitUntil(

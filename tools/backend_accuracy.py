@@ -6,7 +6,7 @@ precisions stay within the accuracy limits (engine.availability).
     .venv/bin/python tools/backend_accuracy.py weights/rtformer-slim-camvid.safetensors \
         --data-root ../shared/data/CamVid
 
-INT8 is calibrated on the default calibration (the bundled demo drive), which is what
+INT8 is calibrated on the default calibration (assets/calibration: CamVid train and Udacity frames), which is what
 the app and `segment` use when the user gives none; `--calibration` measures another.
 """
 
@@ -31,7 +31,9 @@ def main() -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--calibration", type=Path, help="INT8 calibration frames (default: the demo drive)")
+    parser.add_argument(
+        "--calibration", type=Path, help="INT8 calibration frames (default: assets/calibration)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("-o", "--output", type=Path, help="default: beside the checkpoint")
     args = parser.parse_args()
