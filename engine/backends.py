@@ -238,13 +238,19 @@ class OpenVinoBackend:
         return self._compiled[shape]
 
     def _compile(self, model):
+        cached = {**self.config, "CACHE_DIR": str(self.cache)}
         try:
-            return self.core.compile_model(model, "CPU", {**self.config, "CACHE_DIR": str(self.cache)})
-        except Exception as error:  # a damaged cache blob: start the cache afresh, once
-            log.warning("OpenVINO cache %s unusable (%s); compiling afresh", self.cache, first_line(error))
-            shutil.rmtree(self.cache, ignore_errors=True)
-            self.cache.mkdir(parents=True, exist_ok=True)
-            return self.core.compile_model(model, "CPU", {**self.config, "CACHE_DIR": str(self.cache)})
+            return self.core.compile_model(model, "CPU", cached)
+        except Exception as error:
+            first_error = first_line(error)
+        try:  # without the cache: if this works, the cache was damaged
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except Exception as error:
+            raise BackendError(f"OpenVINO cannot compile the model: {first_line(error)}") from error
+        log.warning("OpenVINO cache %s is damaged (%s); starting it afresh", self.cache, first_error)
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        return compiled
 
     def _run(self, batch: np.ndarray, output: str) -> torch.Tensor:
         request = self._request(batch.shape)

@@ -147,3 +147,32 @@ def test_auto_times_the_real_backends(tmp_path, checkpoint):
     )
     assert set(medians) == {("onnxruntime", "fp32"), ("openvino", "fp32")}
     assert all(value > 0 for value in medians.values())
+
+
+def test_a_cache_openvino_cannot_read_is_started_afresh_and_other_failures_keep_it(checkpoint, caplog):
+    segmenter = Segmenter(checkpoint, backend="openvino", device="cpu")
+    backend = segmenter.backend
+    real_compile = backend.core.compile_model
+    keep = backend.cache / "keep.blob"
+    keep.write_bytes(b"a compiled model")
+
+    class CacheFails:
+        def compile_model(self, model, device, config):
+            if "CACHE_DIR" in config:
+                raise RuntimeError("blob is damaged")
+            return real_compile(model, device, config)
+
+    backend.core = CacheFails()
+    with caplog.at_level(logging.WARNING, "rtformer.engine"):
+        assert backend._compile(backend.model) is not None
+    assert "is damaged" in caplog.text and not keep.exists()  # started afresh
+    keep.write_bytes(b"a compiled model")
+
+    class EverythingFails:
+        def compile_model(self, model, device, config):
+            raise RuntimeError("unsupported operation")
+
+    backend.core = EverythingFails()
+    with pytest.raises(BackendError, match="cannot compile the model: unsupported operation"):
+        backend._compile(backend.model)
+    assert keep.exists()  # not the cache's fault: kept

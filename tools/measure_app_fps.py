@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--size", type=int, nargs=2, default=(360, 480))
     parser.add_argument("--camera-fps", type=float, default=30.0, help="a webcam's rate")
+    parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     args = parser.parse_args()
 
     from PySide6.QtCore import QSettings, QTimer
@@ -33,9 +35,10 @@ def main() -> None:
 
     from app.sources import FakeCamera
     from app.window import MainWindow
+    from engine.availability import BACKEND_CHOICES
     from engine.segmenter import Segmenter
 
-    segmenter = Segmenter(args.checkpoint, backend="onnxruntime", device="cpu")
+    segmenter = Segmenter(args.checkpoint, backend=args.backend, device="cpu", precision=args.precision)
     frame = np.zeros((*args.size, 3), np.uint8)
     blob = segmenter.prepare(frame).copy()
     for _ in range(5):
@@ -54,7 +57,12 @@ def main() -> None:
     window = MainWindow(settings, {"slim": Path(args.checkpoint), "base": Path(args.checkpoint)})
     window.resize(1280, 760)
     window.show()
-    window.load_model(Path(args.checkpoint), "RTFormer-Slim")
+    choice = next(
+        c
+        for c in BACKEND_CHOICES
+        if (c.backend, c.device, c.precision) == (args.backend, "cpu", args.precision)
+    )
+    window.load_model(Path(args.checkpoint), "RTFormer-Slim", choice)
     window.start_source(FakeCamera(size=tuple(args.size), fps=args.camera_fps))
     samples: list[tuple[float, float, float]] = []
 
