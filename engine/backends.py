@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +36,7 @@ OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENC
 class Backend(Protocol):
     description: str
     takes_frames: bool  # True: resized uint8 BGR frames in; False: normalised float images
+    parallel: int  # how many infer calls may run at once, from as many threads
 
     def infer_logits(self, batch: np.ndarray) -> torch.Tensor: ...  # (N, C, h, w) float
 
@@ -70,6 +73,7 @@ class TorchBackend:
         self.mean = (torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
         self.std = (torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
         self.takes_frames = self.device.type == "cuda"
+        self.parallel = 1
         self.description = f"PyTorch {device.upper()} {precision}"
 
     @torch.inference_mode()
@@ -97,6 +101,7 @@ class OnnxRuntimeBackend:
     """ONNX Runtime with providers TensorRT > CUDA > CPU where present; fp32 or INT8."""
 
     takes_frames = True  # the deployment graph normalises
+    parallel = 1
 
     def __init__(
         self,
@@ -185,10 +190,15 @@ def openvino_capabilities() -> set[str]:
 
 
 class OpenVinoBackend:
-    """OpenVINO on the CPU: the deployment graph compiled per input shape with the
-    latency hint; fp32, bf16 (where the CPU has it) or INT8 (our QDQ model, whose
-    remaining fp32 parts stay fp32 on every CPU so its accuracy does not depend on
-    the CPU). Compiled models are cached (OpenVINO's CACHE_DIR) in the user cache."""
+    """OpenVINO on the CPU: the deployment graph compiled per input shape; fp32, bf16
+    (where the CPU has it) or INT8 (our QDQ model, whose remaining fp32 parts stay fp32
+    on every CPU so its accuracy does not depend on the CPU). Compiled models are cached
+    (OpenVINO's CACHE_DIR) in the user cache.
+
+    One stream (the default) uses the latency hint: one frame at a time on all threads,
+    for live video. `streams` > 1 uses the throughput hint: that many frames at once,
+    from as many threads (`parallel`), each on its share of the cores, for files,
+    where a frame's latency does not matter and throughput does."""
 
     takes_frames = True
 
@@ -199,6 +209,7 @@ class OpenVinoBackend:
         precision: str,
         calibration: str | Path | None = None,
         threads: int | None = None,
+        streams: int = 1,
     ) -> None:
         if device == "cuda":
             raise BackendError("OpenVINO here runs on the CPU; for CUDA choose PyTorch or ONNX Runtime")
@@ -212,14 +223,19 @@ class OpenVinoBackend:
                 f"{', '.join(sorted(capabilities))}; bf16 needs AVX512-BF16 or AMX): use fp32 or INT8"
             )
         self.config = {
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
             "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
         }
+        if streams > 1:
+            self.config["NUM_STREAMS"] = streams
+        self.parallel = streams
         self.model = opened_with_repair(checkpoint, precision, calibration, self._read)
         self.cache = openvino_cache_folder()
-        self._compiled: dict[tuple[int, ...], object] = {}
-        self.description = f"OpenVINO CPU {precision}"
+        self._idle: dict[tuple[int, ...], queue.SimpleQueue] = {}  # infer requests per shape
+        self._compiling = threading.Lock()
+        streams_text = f", {streams} streams" if streams > 1 else ""
+        self.description = f"OpenVINO CPU {precision}{streams_text}"
 
     def _read(self, path: Path):
         try:
@@ -227,15 +243,19 @@ class OpenVinoBackend:
         except Exception as error:
             raise BackendError(f"OpenVINO cannot read {path}: {first_line(error)}") from error
 
-    def _request(self, shape: tuple[int, ...]):
-        """The infer request compiled for `shape` (N, h, w, 3): a static shape compiles
-        to faster kernels than a dynamic one; each new size compiles once (from the cache
-        after the first run)."""
-        if shape not in self._compiled:
-            model = self.model.clone()
-            model.reshape({model.inputs[0]: list(shape)})
-            self._compiled[shape] = self._compile(model).create_infer_request()
-        return self._compiled[shape]
+    def _requests(self, shape: tuple[int, ...]) -> queue.SimpleQueue:
+        """The idle infer requests compiled for `shape` (N, h, w, 3): a static shape
+        compiles to faster kernels than a dynamic one; each new size compiles once (from
+        the cache after the first run)."""
+        with self._compiling:
+            if shape not in self._idle:
+                model = self.model.clone()
+                model.reshape({model.inputs[0]: list(shape)})
+                compiled = self._compile(model)
+                self._idle[shape] = queue.SimpleQueue()
+                for _ in range(self.parallel):
+                    self._idle[shape].put(compiled.create_infer_request())
+            return self._idle[shape]
 
     def _compile(self, model):
         cached = {**self.config, "CACHE_DIR": str(self.cache)}
@@ -253,9 +273,13 @@ class OpenVinoBackend:
         return compiled
 
     def _run(self, batch: np.ndarray, output: str) -> torch.Tensor:
-        request = self._request(batch.shape)
-        request.infer({0: batch})
-        return torch.from_numpy(request.get_tensor(output).data.copy())
+        idle = self._requests(batch.shape)
+        request = idle.get()
+        try:
+            request.infer({0: batch})
+            return torch.from_numpy(request.get_tensor(output).data.copy())
+        finally:
+            idle.put(request)
 
     def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
         return self._run(batch, "logits")
@@ -275,8 +299,10 @@ def create_backend(
     calibration: str | Path | None,
     threads: int | None,
     input_size: tuple[int, int] | None = None,
+    streams: int = 1,
 ) -> Backend:
-    """Resolve "auto" choices and build the backend; says what it picked."""
+    """Resolve "auto" choices and build the backend; says what it picked. `streams`
+    (frames at once, for files) applies to OpenVINO; the others run one at a time."""
     if device == "auto":
         device = "cuda" if cuda_available() else "cpu"
     if device == "cpu" and backend != "torch" and "auto" in (backend, precision):
@@ -293,7 +319,7 @@ def create_backend(
     if backend == "torch":
         chosen: Backend = TorchBackend(checkpoint, device, precision, threads)
     elif backend == "openvino":
-        chosen = OpenVinoBackend(checkpoint, device, precision, calibration, threads)
+        chosen = OpenVinoBackend(checkpoint, device, precision, calibration, threads, streams)
     else:
         chosen = OnnxRuntimeBackend(checkpoint, device, precision, calibration, threads)
     log.info("backend: %s", chosen.description)

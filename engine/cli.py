@@ -153,7 +153,12 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from engine.segmenter import Segmenter
 
     segmenter = Segmenter(
-        args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
+        args.checkpoint,
+        args.backend,
+        args.device,
+        args.precision,
+        calibration=args.calibration,
+        streams=args.streams,
     )
     print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
     report = segment_path(segmenter, args.input, args.output, args.view, args.alpha, args.labels)
@@ -183,6 +188,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         args.threads,
         not args.gpu_only,
         (args.backend, args.precision),
+        args.streams,
     )
     if report["end_to_end"]:
         e2e = report["end_to_end"]
@@ -340,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: on the CPU the fastest within the accuracy limits, measured once (default)",
     )
     segment.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
+    segment.add_argument(
+        "--streams",
+        type=int,
+        default=2,
+        help="frames in flight on OpenVINO (throughput; 2 cores: +12-21%% FPS over 1 on 360x480 video)",
+    )
     segment.add_argument("--view", default="overlay", choices=VIEWS)
     segment.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
     segment.add_argument("--labels", action="store_true", help="images: write label maps instead of colours")
@@ -368,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=os.cpu_count())
     bench.add_argument("--backend", default="onnxruntime", choices=BACKENDS[1:], help="for the segment run")
     bench.add_argument("--precision", default="fp32", choices=PRECISIONS[1:], help="for the segment run")
+    bench.add_argument("--streams", type=int, default=1, help="for the segment run (OpenVINO)")
     bench.add_argument("-o", "--output", help="write the results as JSON")
     bench.set_defaults(run=cmd_bench)
 

@@ -101,7 +101,7 @@ def quantize_graph(
             # 7-bit weights: x86 CPUs without VNNI multiply u8 x s8 pairs with a saturating
             # 16-bit add (vpmaddubsw), which 8-bit weights overflow. Measured on an AVX2 EPYC
             # without VNNI, Slim on CamVid test: 42.2 mIoU with 8 bits (ONNX Runtime and
-            # OpenVINO alike), 52.1 with 7 (fp32 52.7); VNNI CPUs lose nothing measurable.
+            # OpenVINO alike), 52.1 with 7 (fp32 52.7). ORT's docs advise 7 bits without VNNI.
             reduce_range=True,
             # u8 activations, s8 weights: ORT's fast QLinearConv path on x86 (VNNI).
             # With s8 activations, ORT left every Conv followed by ReLU in fp32

@@ -6,6 +6,8 @@ Videos are written as H.264 MP4 with the input's frame rate and timestamps
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import logging
 import queue
 import statistics
@@ -106,15 +108,9 @@ def segment_video(
     for thread in threads:
         thread.start()
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
-    first_timestamp = None
     try:
-        while (item := _get(decoded, stop)) is not None:
-            frame, seconds = item
-            first_timestamp = seconds if first_timestamp is None else first_timestamp
-            logits = segmenter.infer(frame)
-            for stage in ("preprocess", "inference"):
-                stages[stage].append(getattr(segmenter.timings, stage))
-            rendered.put((frame, logits, seconds - first_timestamp))
+        for frame, labels, seconds in _segmented_in_order(segmenter, decoded, stop, stages):
+            rendered.put((frame, labels, seconds))
             bar.update(1)
             bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
     except BaseException:
@@ -129,6 +125,40 @@ def segment_video(
         raise failures[0]
     medians = {stage: statistics.median(values) for stage, values in stages.items() if values}
     return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
+
+
+def _segmented_in_order(segmenter: Segmenter, decoded: queue.Queue, stop: threading.Event, stages: dict):
+    """(frame, labels at the model's size (1, h, w), seconds from the first frame) for each
+    decoded frame, in order. Preprocessing runs here; inference on `backend.parallel`
+    worker threads, so a backend that takes several frames at once (OpenVINO with
+    streams) gets them, while the results still come out in the input's order."""
+    parallel = max(1, segmenter.backend.parallel)
+    pending: collections.deque = collections.deque()
+    first_timestamp = None
+
+    def infer(batch):
+        started = time.perf_counter()
+        labels = segmenter.backend.infer_labels(batch)
+        return labels, (time.perf_counter() - started) * 1e3
+
+    def oldest():
+        frame, seconds, future = pending.popleft()
+        labels, milliseconds = future.result()
+        stages["inference"].append(milliseconds)
+        return frame, labels, seconds
+
+    with concurrent.futures.ThreadPoolExecutor(parallel, thread_name_prefix="inference") as pool:
+        while (item := _get(decoded, stop)) is not None:
+            frame, seconds = item
+            first_timestamp = seconds if first_timestamp is None else first_timestamp
+            started = time.perf_counter()
+            batch = segmenter.prepare(frame).copy()  # the preprocessor reuses its buffer
+            stages["preprocess"].append((time.perf_counter() - started) * 1e3)
+            pending.append((frame, seconds - first_timestamp, pool.submit(infer, batch)))
+            if len(pending) >= parallel:
+                yield oldest()
+        while pending:
+            yield oldest()
 
 
 def _get(source: queue.Queue, stop: threading.Event):

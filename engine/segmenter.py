@@ -94,6 +94,7 @@ class Segmenter:
         input_size: tuple[int, int] | None = None,
         calibration: str | Path | None = None,
         threads: int | None = None,
+        streams: int = 1,
     ) -> None:
         _check_choice("backend", backend, BACKENDS)
         _check_choice("device", device, DEVICES)
@@ -102,7 +103,7 @@ class Segmenter:
         self.info: CheckpointInfo = read_checkpoint_info(self.checkpoint)
         self.input_size = tuple(input_size) if input_size else self.info.input_size
         self.backend = create_backend(
-            self.checkpoint, backend, device, precision, calibration, threads, self.input_size
+            self.checkpoint, backend, device, precision, calibration, threads, self.input_size, streams
         )
         self.preprocessor = Preprocessor(self.input_size, self.info.mean, self.info.std)
         self.lut = palette_lut(self.info.palette)

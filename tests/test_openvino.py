@@ -35,7 +35,7 @@ def test_fp32_agrees_with_onnxruntime_and_follows_shape_changes(checkpoint):
         labels = ov.predict(frame)
         assert labels.shape == (height, width)
         assert agreement(ov, ort, frame) >= 0.99
-    assert len(ov.backend._compiled) == 2
+    assert len(ov.backend._idle) == 2
     # The exact path (logits out of the runtime) agrees too.
     frame = synthetic_frame(120, 160, seed=3)
     assert (ov.predict(frame, exact=True) == ort.predict(frame, exact=True)).mean() >= 0.99
