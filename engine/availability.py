@@ -121,6 +121,32 @@ def auto_summary() -> str:
 # ---------------------------------------------------------------- the measured CPU choice
 
 
+def resolve(
+    checkpoint: str | Path,
+    backend: str,
+    device: str,
+    precision: str,
+    input_size: tuple[int, int] | None = None,
+    calibration: str | Path | None = None,
+    threads: int | None = None,
+) -> tuple[str, str, str]:
+    """Concrete (backend, device, precision) for a request that may say "auto". On the CPU
+    the measured `fastest_cpu_choice`; on CUDA, ONNX Runtime with TensorRT where present
+    (and for INT8), else PyTorch, fp16 when the precision is auto."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and backend != "torch" and "auto" in (backend, precision):
+        backend, precision = fastest_cpu_choice(
+            checkpoint, backend, precision, input_size, calibration, threads
+        )
+    elif backend == "auto":
+        tensorrt = "TensorrtExecutionProvider" in onnxruntime_providers()
+        backend = "onnxruntime" if precision == "int8" or tensorrt else "torch"
+    if precision == "auto":  # PyTorch, or a GPU
+        precision = "fp16" if backend == "torch" and device == "cuda" else "fp32"
+    return backend, device, precision
+
+
 def accuracy_record_path(checkpoint: str | Path) -> Path:
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.accuracy.json")

@@ -4,8 +4,8 @@ A backend (the `Backend` protocol) takes a batch the Segmenter prepared, either
 resized BGR uint8 frames (N, h, w, 3) when `takes_frames` (the graph or the device
 normalises), or normalised RGB float32 images (N, 3, h, w); it returns logits
 (N, C, h, w) float or labels (N, h, w) uint8 as torch tensors. Model files come from
-engine.artifacts; backends only open them. `create_backend` resolves "auto" (see
-engine.availability for the measured CPU choice) and says what it picked.
+engine.artifacts; backends only open them. `create_backend` builds one for concrete
+choices; "auto" is resolved above, by engine.availability.
 """
 
 from __future__ import annotations
@@ -298,29 +298,18 @@ def create_backend(
     precision: str,
     calibration: str | Path | None,
     threads: int | None,
-    input_size: tuple[int, int] | None = None,
     streams: int = 1,
 ) -> Backend:
-    """Resolve "auto" choices and build the backend; says what it picked. `streams`
-    (frames at once, for files) applies to OpenVINO; the others run one at a time."""
-    if device == "auto":
-        device = "cuda" if cuda_available() else "cpu"
-    if device == "cpu" and backend != "torch" and "auto" in (backend, precision):
-        from engine.availability import fastest_cpu_choice
-
-        backend, precision = fastest_cpu_choice(
-            checkpoint, backend, precision, input_size, calibration, threads
-        )
-    elif backend == "auto":
-        tensorrt = "TensorrtExecutionProvider" in ort_providers()
-        backend = "onnxruntime" if precision == "int8" or tensorrt else "torch"
-    if precision == "auto":  # PyTorch, or a GPU
-        precision = "fp16" if backend == "torch" and device == "cuda" else "fp32"
+    """Build the backend for concrete choices (engine.availability.resolve turns "auto"
+    into them). `streams` (frames at once, for files) applies to OpenVINO; the others run
+    one frame at a time."""
     if backend == "torch":
         chosen: Backend = TorchBackend(checkpoint, device, precision, threads)
     elif backend == "openvino":
         chosen = OpenVinoBackend(checkpoint, device, precision, calibration, threads, streams)
-    else:
+    elif backend == "onnxruntime":
         chosen = OnnxRuntimeBackend(checkpoint, device, precision, calibration, threads)
+    else:
+        raise BackendError(f"unknown backend {backend!r}")
     log.info("backend: %s", chosen.description)
     return chosen

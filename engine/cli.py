@@ -203,9 +203,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from engine.quantize import quantize_checkpoint
+    import shutil
 
-    output = quantize_checkpoint(args.checkpoint, args.calibration, args.count, args.output)
+    from engine.artifacts import int8_model
+
+    output = int8_model(args.checkpoint, args.calibration, args.count)
+    if args.output:  # a copy where the user wants it; the app and segment use the cached one
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        output = Path(shutil.copyfile(output, args.output))
     print(f"wrote {output}")
 
 

@@ -7,7 +7,6 @@ Activation ranges are calibrated on frames the user gives: a folder of images
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,22 +58,6 @@ class _FrameReader:
 
     def get_next(self) -> dict | None:
         return next(self._items, None)
-
-
-def quantize_checkpoint(
-    checkpoint: str | Path, calibration: str | Path, count: int = 16, output: str | Path | None = None
-) -> Path:
-    """The INT8 ONNX model of `checkpoint` calibrated on `calibration`: the cached artefact
-    (engine.artifacts), or a copy at `output` when given."""
-    from engine.artifacts import int8_model
-
-    cached = int8_model(checkpoint, calibration, count)
-    if output is None:
-        return cached
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cached, output)
-    return output
 
 
 def quantize_graph(

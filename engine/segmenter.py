@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.availability import resolve
 from engine.backends import create_backend
 from engine.checkpoint import CheckpointInfo, read_checkpoint_info
 from engine.errors import BackendError
@@ -102,8 +103,11 @@ class Segmenter:
         self.checkpoint = Path(checkpoint)
         self.info: CheckpointInfo = read_checkpoint_info(self.checkpoint)
         self.input_size = tuple(input_size) if input_size else self.info.input_size
+        backend, device, precision = resolve(
+            self.checkpoint, backend, device, precision, self.input_size, calibration, threads
+        )
         self.backend = create_backend(
-            self.checkpoint, backend, device, precision, calibration, threads, self.input_size, streams
+            self.checkpoint, backend, device, precision, calibration, threads, streams
         )
         self.preprocessor = Preprocessor(self.input_size, self.info.mean, self.info.std)
         self.lut = palette_lut(self.info.palette)
