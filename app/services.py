@@ -512,7 +512,7 @@ class InferenceService:
                 frame = self.last_frame
                 if frame is None:
                     frame = np.zeros((*segmenter.input_size, 3), np.uint8)
-                segmenter.predict(frame)
+                segmenter.predict_model_labels(frame)
             except Exception as error:
                 log.exception("loading %s failed", request.description)
                 self.on_error(

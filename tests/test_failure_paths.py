@@ -69,14 +69,19 @@ sys.path.insert(0, '.')
 from pathlib import Path
 from engine.classes import CAMVID
 from engine.segment import segment_video
-from engine.segmenter import StageTimes, palette_lut
+from engine.segmenter import palette_lut
 from engine.video import VideoError
 
-class FastModel:  # instant labels: the model waits on the decoder, as a fast model on a GPU
-    timings = StageTimes()
-    lut = palette_lut(CAMVID.palette)
-    def infer(self, frame):
+class InstantBackend:  # the model waits on the decoder, as a fast model on a GPU
+    parallel = 1
+    def infer_labels(self, batch):
         return torch.zeros((1, 24, 32), dtype=torch.uint8)
+
+class FastModel:
+    backend = InstantBackend()
+    lut = palette_lut(CAMVID.palette)
+    def prepare(self, frame):
+        return frame[None]
 
 try:
     segment_video(FastModel(), Path(sys.argv[1]), Path(sys.argv[2]), progress=False)
@@ -449,15 +454,15 @@ def test_a_model_that_fails_on_real_frames_is_rolled_back(qtbot, window, video, 
     def fails_after_warm_up(*args, **kwargs):
         segmenter = real_segmenter(*args, **kwargs)
         calls = {"count": 0}
-        predict = segmenter.predict
+        predict = segmenter.predict_model_labels
 
-        def flaky(frame, exact=False):
+        def flaky(frame):
             calls["count"] += 1
             if calls["count"] > 1:  # the warm-up passes, real frames fail
                 raise RuntimeError("kernel not supported for this shape")
-            return predict(frame, exact)
+            return predict(frame)
 
-        segmenter.predict = flaky
+        segmenter.predict_model_labels = flaky
         return segmenter
 
     monkeypatch.setattr(app.window, "Segmenter", fails_after_warm_up)
