@@ -65,11 +65,14 @@ def main() -> None:
     window.load_model(Path(args.checkpoint), "RTFormer-Slim", choice)
     window.start_source(FakeCamera(size=tuple(args.size), fps=args.camera_fps))
     samples: list[tuple[float, float, float]] = []
+    stage_samples: dict[str, list[float]] = {}
 
     def sample() -> None:
         if window.inference.segmenter is not None and window.results_seen > 20:
             stats = window.stats
             samples.append((stats.fps("display"), stats.fps("inferred"), stats.fps("capture")))
+            for stage in ("preprocess", "inference", "render"):
+                stage_samples.setdefault(stage, []).append(stats.percentiles(stage)[0])
 
     timer = QTimer(interval=1000, timeout=sample)
     timer.start()
@@ -86,6 +89,7 @@ def main() -> None:
         "backend": window.inference.segmenter.description if window.inference.segmenter else "",
         "input": list(args.size),
         "samples": len(samples),
+        "stage_p50_ms": {stage: statistics.median(values) for stage, values in stage_samples.items()},
     }
     print(json.dumps(report, indent=2))
 
