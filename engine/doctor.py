@@ -33,7 +33,11 @@ CPU_FLAGS = {
 
 # Where each path has been run (README, "Support"); the report adds this machine's view.
 SUPPORT = (
-    ("CPU paths (PyTorch, ONNX Runtime fp32 and INT8)", "tested in CI on Linux x86-64, every change"),
+    (
+        "CPU paths (PyTorch, ONNX Runtime fp32 and INT8, OpenVINO fp32 and INT8)",
+        "tested in CI on Linux x86-64, every change",
+    ),
+    ("OpenVINO bf16", "never run: needs AVX512-BF16 or AMX; the error where it is missing is tested"),
     ("PyTorch CUDA", "measured once on an NVIDIA H200 (torch 2.11); not in CI"),
     ("ONNX Runtime CUDA/TensorRT", "never run by the project"),
     ("Real cameras", "never run here (no camera); the FFmpeg capture path is tested with test sources"),

@@ -65,6 +65,12 @@ def test_the_wheel_carries_weights_model_card_and_demos(wheel):
         assert f"rtformer_weights/{name}" in names
     assert "rtformer_weights/README.md" in names
     assert {f"rtformer_assets/{DEMO_VIDEO}", f"rtformer_assets/{CAMVID_DEMO_VIDEO}"} <= names
+    assert (
+        sum(name.startswith("rtformer_assets/calibration/") and name.endswith(".jpg") for name in names) == 16
+    )
+    assert {
+        f"rtformer_weights/{name.replace('.safetensors', '.accuracy.json')}" for name in WEIGHT_FILES.values()
+    } <= names
     assert not any(name.startswith(("tests/", "tools/", "weights/", "assets/")) for name in names)
 
 
@@ -81,8 +87,11 @@ def test_the_installed_wheel_runs_outside_the_checkout(installed, tmp_path):
     cv2.imwrite(str(tmp_path / "street.png"), synthetic_frame(120, 160))
     run([str(bin_folder / "rtformer"), "segment", "street.png", "-o", "street-seg.png"], tmp_path, env)
     assert cv2.imread(str(tmp_path / "street-seg.png")).shape == (120, 160, 3)
-    # auto on a CPU is ONNX Runtime: its export goes to the user's cache, never into the package
-    assert list((tmp_path / "home" / "cache").rglob("*.onnx"))
+    # auto on a CPU timed the backends once: exports, INT8 models (calibrated on the frames in
+    # the package) and compiled OpenVINO models all go to the user's cache, never into the package
+    cache = tmp_path / "home" / "cache"
+    assert list(cache.rglob("*.onnx")) and (cache / "auto-backend.json").is_file()
+    assert any(path.name.endswith(".onnx") and "deploy-int8" in path.name for path in cache.rglob("*"))
     assert not list(installed.rglob("*.onnx"))
 
     screenshot = tmp_path / "window.png"
