@@ -211,7 +211,10 @@ def run_bench(
     cpu: bool = True,
     end_to_end_backend: tuple[str, str] = ("onnxruntime", "fp32"),
     streams: int = 1,
+    on_table: Callable[[str], None] = lambda table: None,
 ) -> dict:
+    """Every runner side by side per (variant, size); `on_table` gets each group's table
+    as soon as it is measured (the CLI prints it)."""
     results: list[Result] = []
     reference_runner = REFERENCE_RUNNER if cpu else "torch cuda fp32"
     previous_threads = torch.get_num_threads()
@@ -240,14 +243,18 @@ def run_bench(
                             len(values),
                         )
                     )
-                print(
+                on_table(
                     format_table(
                         [r for r in results if r.variant == variant and r.size == f"{size[0]}x{size[1]}"]
                     )
                 )
         e2e = (
             end_to_end(
-                Path(scratch) / f"{variants[0]}-local.safetensors", video, threads, *end_to_end_backend
+                Path(scratch) / f"{variants[0]}-local.safetensors",
+                video,
+                threads,
+                *end_to_end_backend,
+                streams=streams,
             )
             if video
             else None

@@ -189,6 +189,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         not args.gpu_only,
         (args.backend, args.precision),
         args.streams,
+        on_table=print,
     )
     if report["end_to_end"]:
         e2e = report["end_to_end"]

@@ -29,22 +29,22 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
 
 
 def labels_from_logits(logits: torch.Tensor, frame_size: tuple[int, int], exact: bool = False) -> np.ndarray:
-    """logits (1, C, h, w) -> labels (H, W) uint8 at the frame's size. Also takes labels
-    (1, h, w) uint8 from a backend that took the argmax itself (fast path only).
+    """logits (1, C, h, w) -> labels (H, W) uint8 at the frame's size.
 
     Fast path: argmax at the model's resolution, labels resized with nearest
     neighbour. Exact path: logits resized bilinearly to the frame, then argmax.
     """
-    if logits.dtype == torch.uint8:
-        if exact:
-            raise ValueError("the exact path needs logits, not labels")
-        labels = logits[0].cpu().numpy()
-    else:
-        if exact:
-            logits = F.interpolate(logits.float(), size=frame_size, mode="bilinear", align_corners=False)
-        labels = argmax_channels(logits[0].float().numpy()) if logits.device.type == "cpu" else None
-        if labels is None:  # on the GPU torch's argmax is fast; copy back only the labels
-            labels = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-    if labels.shape != tuple(frame_size):
-        labels = cv2.resize(labels, frame_size[::-1], interpolation=cv2.INTER_NEAREST)
-    return labels
+    if exact:
+        logits = F.interpolate(logits.float(), size=frame_size, mode="bilinear", align_corners=False)
+    if logits.device.type == "cpu":
+        labels = argmax_channels(logits[0].float().numpy())
+    else:  # on the GPU torch's argmax is fast; copy back only the labels
+        labels = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+    return labels_at(labels, frame_size)
+
+
+def labels_at(labels: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """labels (h, w) uint8 at the model's size -> (H, W) at the frame's, nearest neighbour."""
+    if labels.shape == tuple(frame_size):
+        return labels
+    return cv2.resize(labels, frame_size[::-1], interpolation=cv2.INTER_NEAREST)

@@ -25,7 +25,7 @@ from engine.availability import resolve
 from engine.backends import create_backend
 from engine.checkpoint import CheckpointInfo, read_checkpoint_info
 from engine.errors import BackendError
-from engine.postprocess import argmax_channels, labels_from_logits
+from engine.postprocess import argmax_channels, labels_at, labels_from_logits
 from engine.preprocess import Preprocessor, check_frame, model_input_size
 from engine.render import VIEWS, colorize, overlay, palette_lut, render
 
@@ -42,6 +42,7 @@ __all__ = [
     "argmax_channels",
     "check_frame",
     "colorize",
+    "labels_at",
     "labels_from_logits",
     "model_input_size",
     "overlay",
@@ -123,10 +124,17 @@ class Segmenter:
         return self.info.class_names
 
     def predict(self, frame: np.ndarray, exact: bool = False) -> np.ndarray:
-        """frame: BGR uint8 (H, W, 3) -> labels uint8 (H, W); stage times in `timings`."""
-        logits = self.infer(frame, exact)
-        started = time.perf_counter()
-        labels = labels_from_logits(logits, frame.shape[:2], exact)
+        """frame: BGR uint8 (H, W, 3) -> labels uint8 (H, W); stage times in `timings`.
+        `exact` (evaluation) resizes the logits before the argmax; by default the
+        argmax is taken at the model's size (what the app and `segment` draw)."""
+        if exact:
+            logits = self.infer_logits(frame)
+            started = time.perf_counter()
+            labels = labels_from_logits(logits, frame.shape[:2], exact=True)
+        else:
+            model_labels = self.infer_labels(frame)[0].numpy()
+            started = time.perf_counter()
+            labels = labels_at(model_labels, frame.shape[:2])
         self.timings.postprocess = (time.perf_counter() - started) * 1e3
         return labels
 
@@ -134,21 +142,26 @@ class Segmenter:
         """frame: BGR uint8 (H, W, 3) -> labels uint8 (h, w) at the model's input size, for
         renderers that scale the colours themselves (engine.render): at 1080p this skips a
         full-size label map nobody needs."""
-        labels = self.infer(frame)[0].numpy()
+        labels = self.infer_labels(frame)[0].numpy()
         self.timings.postprocess = 0.0
         return labels
 
-    def infer(self, frame: np.ndarray, exact: bool = False) -> torch.Tensor:
-        """Preprocess and inference only: frame -> logits (1, C, h, w), or on the fast path
-        labels (1, h, w) uint8 where the backend takes the argmax itself. Pipelines call
-        this and `labels_from_logits` on different threads."""
+    def infer_labels(self, frame: np.ndarray) -> torch.Tensor:
+        """Preprocess and inference: frame -> labels (1, h, w) uint8 at the model's size;
+        stage times in `timings`."""
+        return self._timed(frame, self.backend.infer_labels)
+
+    def infer_logits(self, frame: np.ndarray) -> torch.Tensor:
+        """Preprocess and inference: frame -> logits (1, C, h, w) at the model's size."""
+        return self._timed(frame, self.backend.infer_logits)
+
+    def _timed(self, frame: np.ndarray, infer) -> torch.Tensor:
         started = time.perf_counter()
         batch = self.prepare(frame)
         prepared = time.perf_counter()
-        logits = self.backend.infer_logits(batch) if exact else self.backend.infer_labels(batch)
-        inferred = time.perf_counter()
-        self.timings = StageTimes((prepared - started) * 1e3, (inferred - prepared) * 1e3)
-        return logits
+        output = infer(batch)
+        self.timings = StageTimes((prepared - started) * 1e3, (time.perf_counter() - prepared) * 1e3)
+        return output
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """The backend's input for one frame, (1, h, w, 3) uint8 or (1, 3, h, w) float32,
@@ -163,9 +176,12 @@ class Segmenter:
             return []
         if any(frame.shape != frames[0].shape for frame in frames):
             return [self.predict(frame, exact) for frame in frames]
+        size = frames[0].shape[:2]
         batch = np.concatenate([self.prepare(frame).copy() for frame in frames])
-        logits = self.backend.infer_logits(batch) if exact else self.backend.infer_labels(batch)
-        return [labels_from_logits(logits[i : i + 1], frames[0].shape[:2], exact) for i in range(len(frames))]
+        if exact:
+            logits = self.backend.infer_logits(batch)
+            return [labels_from_logits(logits[i : i + 1], size, exact=True) for i in range(len(frames))]
+        return [labels_at(labels.numpy(), size) for labels in self.backend.infer_labels(batch)]
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         return colorize(labels, self.lut)

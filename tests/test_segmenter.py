@@ -18,6 +18,7 @@ from engine.segmenter import (
     Preprocessor,
     Segmenter,
     colorize,
+    labels_at,
     labels_from_logits,
     model_input_size,
     overlay,
@@ -99,13 +100,11 @@ def test_onnxruntime_matches_torch_and_caches_the_export(checkpoint, caplog):
 def test_onnxruntime_fast_path_takes_the_graphs_labels(checkpoint):
     segmenter = Segmenter(checkpoint, backend="onnxruntime", device="cpu")
     frame = synthetic_frame(120, 160, seed=5)
-    labels = segmenter.infer(frame)  # fast path: the graph's uint8 argmax, no logits copied out
-    logits = segmenter.infer(frame, exact=True)
+    labels = segmenter.infer_labels(frame)  # the graph's uint8 argmax, no logits copied out
+    logits = segmenter.infer_logits(frame)
     assert labels.dtype == torch.uint8 and labels.shape == (1, *logits.shape[2:])
     assert torch.equal(labels[0], logits[0].argmax(0).to(torch.uint8))
-    assert np.array_equal(labels_from_logits(labels, (120, 160)), labels_from_logits(logits, (120, 160)))
-    with pytest.raises(ValueError, match="exact path needs logits"):
-        labels_from_logits(labels, (120, 160), exact=True)
+    assert np.array_equal(labels_at(labels[0].numpy(), (120, 160)), labels_from_logits(logits, (120, 160)))
 
 
 def test_predict_batch_equals_predict(checkpoint):
