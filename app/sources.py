@@ -14,15 +14,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from engine.cameras import camera_input
 from engine.media import is_image, list_images
+from engine.video import VideoError, VideoReader
 
 
 class SourceError(Exception):
@@ -62,67 +61,54 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device or file (safe to call twice)."""
 
-    def _open_container(self, message: str, *args, **kwargs) -> None:
-        """Open an FFmpeg input and its first video stream, or raise SourceError(message: why)."""
+    def _open_reader(self, message: str, location: str, **kwargs) -> None:
+        """Open an FFmpeg input (engine.video.VideoReader), or raise SourceError(message: why)."""
         try:
-            self.container = av.open(*args, **kwargs)
-            self.stream = self.container.streams.video[0]
-        except (av.FFmpegError, OSError, IndexError) as error:
-            self.close()
-            raise SourceError(f"{message}: {error}") from None
-        self._frames = self.container.decode(self.stream)
-        self._index = 0
+            self.reader = VideoReader(location, name=self.name, **kwargs)
+        except VideoError as error:
+            raise SourceError(f"{message}: {str(error).split(': ', 1)[-1]}") from None
+        self.fps = self.reader.fps
+
+    def _read_reader(self) -> tuple[np.ndarray, float] | None:
+        try:
+            return self.reader.read()
+        except VideoError as error:
+            raise SourceError(str(error)) from None
+
+    def _close_reader(self) -> None:
+        reader, self.reader = getattr(self, "reader", None), None
+        if reader is not None:
+            reader.close()
 
 
 class VideoFileSource(FrameSource):
-    """A video file or anything else FFmpeg opens (decoded with PyAV)."""
+    """A video file or anything else FFmpeg opens (engine.video.VideoReader)."""
 
     seekable = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self.name = Path(self.path).name
-        self.container = None
+        self.reader = None
 
     def open(self) -> None:
         if not Path(self.path).is_file():
             raise SourceError(f"file not found: {self.path}")
-        self._open_container(f"cannot open {self.name} as a video", self.path)
-        self.stream.thread_type = "AUTO"
-        rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
-        self.fps = float(rate)
-        if self.stream.duration:
-            self.duration = float(self.stream.duration * self.stream.time_base)
-        elif self.container.duration:
-            self.duration = self.container.duration / av.time_base
-        self._skip_until = 0.0
+        self._open_reader(f"cannot open {self.name} as a video", self.path)
+        self.duration = self.reader.duration
 
     def read(self) -> Frame | None:
-        while True:
-            try:
-                frame = next(self._frames)
-            except StopIteration:
-                return None
-            except (av.FFmpegError, ValueError) as error:
-                raise SourceError(f"{self.name} is damaged after frame {self._index}: {error}") from None
-            seconds = float(frame.pts * frame.time_base) if frame.pts is not None else self._index / self.fps
-            self._index += 1
-            # After a seek, decoding restarts at the keyframe before the target: skip to it.
-            if seconds >= self._skip_until - 0.5 / self.fps:
-                self._skip_until = 0.0
-                return Frame(frame.to_ndarray(format="bgr24"), seconds, self._index - 1)
+        item = self._read_reader()
+        if item is None:
+            return None
+        image, seconds = item
+        return Frame(image, seconds, self.reader.index - 1)
 
     def seek(self, seconds: float) -> None:
-        target = max(0.0, seconds)
-        self.container.seek(int(target / self.stream.time_base), stream=self.stream, backward=True)
-        self._frames = self.container.decode(self.stream)
-        self._index = int(target * self.fps)
-        self._skip_until = target
+        self.reader.seek(seconds)
 
     def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
-            self.container = None
+        self._close_reader()
 
 
 class StreamSource(VideoFileSource):
@@ -133,9 +119,7 @@ class StreamSource(VideoFileSource):
 
     def open(self) -> None:
         options = {"rtsp_transport": "tcp", "stimeout": "5000000"}
-        self._open_container(f"cannot open stream {self.path}", self.path, options=options, timeout=10)
-        self.fps = float(self.stream.average_rate or 30)
-        self._skip_until = 0.0
+        self._open_reader(f"cannot open stream {self.path}", self.path, options=options, timeout=10)
 
 
 class ImageSequenceSource(FrameSource):
@@ -186,7 +170,7 @@ class CameraSource(FrameSource):
     def __init__(self, device_id: str, description: str, resolution: tuple[int, int] | None = None) -> None:
         self.device_id, self.name = device_id, description
         self.resolution = resolution
-        self.container = None
+        self.reader = None
 
     def open(self) -> None:
         try:
@@ -195,22 +179,21 @@ class CameraSource(FrameSource):
             raise SourceError(f"camera {self.name!r} cannot be opened: {error}") from None
         options = {"video_size": f"{self.resolution[0]}x{self.resolution[1]}"} if self.resolution else {}
         message = f"camera {self.name!r} cannot be opened"
-        self._open_container(message, name, format=input_format, options=options, timeout=5)
-        self.fps = float(self.stream.average_rate or 30)
+        self._open_reader(message, name, format=input_format, options=options, timeout=5)
         self._start = time.monotonic()
 
     def read(self) -> Frame | None:
         try:
-            frame = next(self._frames)
-        except (StopIteration, av.FFmpegError) as error:
+            item = self.reader.read()
+        except VideoError as error:
             raise SourceError(f"camera {self.name!r} stopped delivering frames ({error})") from None
-        self._index += 1
-        return Frame(frame.to_ndarray(format="bgr24"), time.monotonic() - self._start, self._index - 1)
+        if item is None:
+            raise SourceError(f"camera {self.name!r} stopped delivering frames (end of input)")
+        # A camera's own timestamps start anywhere: the app's clock is what matters live.
+        return Frame(item[0], time.monotonic() - self._start, self.reader.index - 1)
 
     def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
-            self.container = None
+        self._close_reader()
 
 
 class FakeCamera(FrameSource):

@@ -1,6 +1,7 @@
 """Video decoding and encoding through PyAV (FFmpeg).
 
-`read_frames` yields every frame with its timestamp and stops cleanly at
+`VideoReader` opens any input FFmpeg reads (files, streams, cameras);
+`read_frames` yields every frame of a file with its timestamp and stops cleanly at
 damage; `VideoWriter` encodes BGR frames to H.264 MP4 with given timestamps,
 falling back to MPEG-4 Part 2 when no H.264 encoder exists. With
 `crash_safe=True` the MP4 is fragmented (an index every second instead of one
@@ -47,58 +48,115 @@ class DecodeReport:
     damaged: bool = field(default=False)
 
 
+class VideoReader:
+    """One video input opened with PyAV: a file, a stream URL or a camera device. The one
+    place that works out frame rate, duration and timestamps, and seeks; `read_frames`,
+    `probe`, `segment` and the app's sources all read through it.
+
+    Errors are VideoError: at open, "cannot open NAME as a video: why"; while reading,
+    "NAME is damaged after frame N: why".
+    """
+
+    def __init__(
+        self,
+        location: str | Path,
+        name: str | None = None,
+        format: str | None = None,
+        options: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.name = name or Path(str(location)).name
+        self.container = None
+        try:
+            self.container = av.open(str(location), format=format, options=options or {}, timeout=timeout)
+        except (av.FFmpegError, OSError) as error:
+            raise VideoError(f"cannot open {self.name} as a video: {error}") from None
+        if not self.container.streams.video:
+            self.close()
+            raise VideoError(f"cannot open {self.name} as a video: it has no video stream")
+        self.stream = self.container.streams.video[0]
+        codec = self.stream.codec_context
+        self.width, self.height = codec.width, codec.height
+        if self.width * self.height > SMALL_FRAME_PIXELS:
+            self.stream.thread_type = "AUTO"  # else one thread: less CPU, which inference needs
+        self.rate = Fraction(self.stream.average_rate or self.stream.guessed_rate or 25)
+        self.fps = float(self.rate)
+        self.time_base = Fraction(self.stream.time_base) if self.stream.time_base else Fraction(1, 90000)
+        self.declared_frames = self.stream.frames  # 0 when the container does not say
+        self.duration = float(self.stream.duration * self.stream.time_base) if self.stream.duration else 0.0
+        if not self.duration and self.container.duration:
+            self.duration = self.container.duration / av.time_base
+        self._frames = self.container.decode(self.stream)
+        self.index = 0  # frames decoded so far
+        self._skip_until = 0.0
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The next (BGR frame, seconds), or None at the end."""
+        while True:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                return None
+            except (av.FFmpegError, ValueError) as error:
+                raise VideoError(f"{self.name} is damaged after frame {self.index}: {error}") from None
+            seconds = float(frame.pts * frame.time_base) if frame.pts is not None else self.index / self.fps
+            self.index += 1
+            # After a seek, decoding restarts at the keyframe before the target: skip to it.
+            if seconds >= self._skip_until - 0.5 / self.fps:
+                self._skip_until = 0.0
+                return frame.to_ndarray(format="bgr24"), seconds
+
+    def seek(self, seconds: float) -> None:
+        """Continue from `seconds` (files)."""
+        target = max(0.0, seconds)
+        self.container.seek(int(target / self.stream.time_base), stream=self.stream, backward=True)
+        self._frames = self.container.decode(self.stream)
+        self.index = int(target * self.fps)
+        self._skip_until = target
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def probe(path: str | Path) -> VideoInfo:
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            fps = stream.average_rate or stream.guessed_rate or Fraction(25)
-            duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
-            if not duration and container.duration:
-                duration = container.duration / av.time_base
-            return VideoInfo(
-                stream.codec_context.width,
-                stream.codec_context.height,
-                Fraction(fps),
-                Fraction(stream.time_base),
-                stream.frames,
-                duration,
-            )
-    except (av.FFmpegError, OSError) as error:
-        raise VideoError(f"cannot open video {path}: {error}") from None
+    with VideoReader(path) as reader:
+        return VideoInfo(
+            reader.width,
+            reader.height,
+            reader.rate,
+            reader.time_base,
+            reader.declared_frames,
+            reader.duration,
+        )
 
 
 def read_frames(path: str | Path, report: DecodeReport | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """Yield (BGR frame, timestamp in seconds) for every decodable frame. Damage
     ends the stream early: `report.damaged` and `report.error` say so."""
     report = report if report is not None else DecodeReport()
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as error:
-        raise VideoError(f"cannot open video {path}: {error}") from None
-    with container:
-        if not container.streams.video:
-            raise VideoError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        if stream.codec_context.width * stream.codec_context.height > SMALL_FRAME_PIXELS:
-            stream.thread_type = "AUTO"  # else one thread: less CPU, which inference needs
-        fallback_step = 1.0 / float(stream.average_rate or 25)
-        try:
-            for frame in container.decode(stream):
-                seconds = (
-                    float(frame.pts * frame.time_base)
-                    if frame.pts is not None
-                    else report.frames * fallback_step
-                )
-                report.frames += 1
-                yield frame.to_ndarray(format="bgr24"), seconds
-        except (av.FFmpegError, ValueError) as error:
-            report.damaged, report.error = True, str(error)
-        if not report.damaged and stream.frames and report.frames < stream.frames:
+    with VideoReader(path) as reader:
+        while True:
+            try:
+                item = reader.read()
+            except VideoError as error:
+                report.damaged, report.error = True, str(error).split(": ", 1)[-1]
+                break
+            if item is None:
+                break
+            report.frames += 1
+            yield item
+        if not report.damaged and reader.declared_frames and report.frames < reader.declared_frames:
             report.damaged = True
             report.error = (
-                f"the file declares {stream.frames} frames but only {report.frames} could be decoded"
+                f"the file declares {reader.declared_frames} frames but only {report.frames} could be decoded"
             )
         if report.damaged:
             log.warning("%s: decoding stopped after %d frames: %s", path, report.frames, report.error)

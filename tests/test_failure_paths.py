@@ -497,7 +497,7 @@ class DyingFFmpegCamera(CameraSource):
     camera that is unplugged; opening it again works, as when it is plugged back in."""
 
     def open(self) -> None:
-        self._open_container("cannot open", "testsrc=size=128x96:rate=30:duration=0.5", format="lavfi")
+        self._open_reader("cannot open", "testsrc=size=128x96:rate=30:duration=0.5", format="lavfi")
         self._start = time.monotonic()
 
 
