@@ -38,7 +38,7 @@ def test_writer_follows_given_timestamps(tmp_path):
 def test_unreadable_video_is_reported(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"definitely not a video" * 100)
-    with pytest.raises(VideoError, match="cannot open bad.mp4 as a video"):
+    with pytest.raises(VideoError, match=r"cannot open bad\.mp4 as a video"):
         probe(bad)
     with pytest.raises(VideoError):
         list(read_frames(bad))
