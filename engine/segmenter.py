@@ -92,7 +92,7 @@ class Segmenter:
         checkpoint: str | Path,
         backend: str = "auto",
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         input_size: tuple[int, int] | None = None,
         calibration: str | Path | None = None,
         threads: int | None = None,
