@@ -78,6 +78,11 @@ def read_setting(settings: QSettings, key: str, default, convert=None):
         return default
 
 
+def variant_name(variant: str) -> str:
+    """What the menus and readouts call a shipped variant: "slim" -> "RTFormer-Slim"."""
+    return f"RTFormer-{variant.capitalize()}"
+
+
 class VideoView(QWidget):
     """Paints the latest picture, scaled to fit; accepts dropped files (`on_dropped`)."""
 
@@ -287,9 +292,7 @@ class MainWindow(QMainWindow):
         model_menu.setToolTipsVisible(True)
         self.model_actions: dict[str, QAction] = {}
         for variant in ("slim", "base"):
-            action = self._action(
-                model_menu, f"RTFormer-{variant.capitalize()}", lambda v=variant: self.choose_model(v)
-            )
+            action = self._action(model_menu, variant_name(variant), lambda v=variant: self.choose_model(v))
             action.setCheckable(True)
             if not self.weights[variant].is_file():
                 action.setEnabled(False)
@@ -431,7 +434,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------ models and backends
 
     def choose_model(self, variant: str) -> None:
-        self.load_model(self.weights[variant], f"RTFormer-{variant.capitalize()}")
+        self.load_model(self.weights[variant], variant_name(variant))
 
     def load_checkpoint_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a checkpoint", "", "Checkpoints (*.safetensors)")
@@ -723,7 +726,7 @@ class MainWindow(QMainWindow):
         if not checkpoint_path.is_file():
             checkpoint_path = self.weights["slim"]
         name = next(
-            (f"RTFormer-{v.capitalize()}" for v, p in self.weights.items() if p == checkpoint_path),
+            (variant_name(v) for v, p in self.weights.items() if p == checkpoint_path),
             checkpoint_path.name,
         )
         self.load_model(checkpoint_path, name)
