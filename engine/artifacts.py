@@ -18,11 +18,9 @@ is rebuilt once; a file that parses is never deleted because a runtime failed on
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,9 +142,6 @@ def int8_model(
 
     fp32 = fp32_model(checkpoint)
     write_atomically(path, lambda temporary: quantize_graph(checkpoint, fp32, calibration, count, temporary))
-    path.with_suffix(".json").write_text(
-        json.dumps({"calibration": str(calibration), "frames": count, "created": time.time()}) + "\n"
-    )
     log.info("wrote INT8 model %s (calibrated on %d frames of %s)", path, count, calibration)
     return path
 

@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -260,14 +261,19 @@ def _choice_key(digest, size, threads, candidates, calibration) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cpuinfo_field(name: str) -> str:
+    """The value of the first `name` line of /proc/cpuinfo ("model name", "flags"); empty
+    where there is none (not Linux). The one reader for doctor, bench and auto's key."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(name):
+                return line.partition(":")[2].strip()
+    return ""
+
+
 def _cpu_name() -> str:
     """The CPU's model and feature flags (two EPYCs of one name may differ in AVX-512)."""
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return " ".join(
-            next((line for line in lines if line.startswith(k)), "") for k in ("model name", "flags")
-        )
-    return os.uname().machine if hasattr(os, "uname") else ""
+    return f"{cpuinfo_field('model name')} {cpuinfo_field('flags')}".strip() or platform.machine()
 
 
 def _choices_file() -> Path:

@@ -272,18 +272,10 @@ def run_bench(
 def machine_description() -> dict:
     import onnxruntime
 
-    from engine.availability import installed_distributions
+    from engine.availability import cpuinfo_field, installed_distributions
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpuinfo_field("model name") or platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

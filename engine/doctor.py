@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine import resources
-from engine.availability import BACKEND_CHOICES, auto_summary, onnxruntime_conflict, why_unavailable
+from engine.availability import (
+    BACKEND_CHOICES,
+    auto_summary,
+    cpuinfo_field,
+    onnxruntime_conflict,
+    why_unavailable,
+)
 
 # CPU flags (as /proc/cpuinfo names them) that decide the speed of our CPU paths.
 CPU_FLAGS = {
@@ -84,12 +90,7 @@ def versions() -> Section:
 
 
 def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+    return set(cpuinfo_field("flags").split())
 
 
 def cpu() -> Section:

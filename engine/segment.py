@@ -85,9 +85,9 @@ def segment_video(
         try:
             with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
                 while (item := rendered.get()) is not None:
-                    frame, logits, seconds = item
+                    frame, model_labels, seconds = item
                     clock = time.perf_counter()
-                    labels = logits[0].numpy()  # at the model's size: render scales the colours
+                    labels = model_labels[0].numpy()  # at the model's size: render scales the colours
                     drawn = time.perf_counter()
                     picture = render(view, frame, labels, segmenter.lut, alpha)
                     encoding = time.perf_counter()
