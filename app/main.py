@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.crashlog import CrashReporter
     from app.qtcheck import qt_reference_leak
     from app.window import MainWindow
-    from engine.availability import onnxruntime_conflict
     from engine.resources import icon, settings_file, user_data_dir
+    from engine.runtime import onnxruntime_conflict
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     application.setApplicationName("RTFormer Studio")

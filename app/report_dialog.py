@@ -5,14 +5,14 @@ from __future__ import annotations
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
-from engine.doctor import format_report, report
+from engine.runtime import format_system_report, system_report
 
 
 class SystemReportDialog(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("System report")
-        self.text = QPlainTextEdit(format_report(report()))
+        self.text = QPlainTextEdit(format_system_report(system_report()))
         self.text.setReadOnly(True)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         copy = QPushButton("Copy")

@@ -41,9 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from app.sources import Frame, FrameSource, SourceError
-from engine.render import render
-from engine.segmenter import Segmenter
-from engine.video import VideoWriter
+from engine.media import VideoWriter
+from engine.runtime import Segmenter, render
 
 log = logging.getLogger("rtformer.app")
 STAGES = ("capture", "preprocess", "inference", "postprocess", "render", "encode")
@@ -435,7 +434,7 @@ def compose(
     lut: np.ndarray,
     size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """The picture for the chosen view settings (engine.render draws it), at most `size`."""
+    """The picture for the chosen view settings (engine.runtime.render draws it), at most `size`."""
     return render(view.view, frame, labels, lut, view.alpha, view.hidden, size)
 
 
@@ -585,7 +584,7 @@ class RecorderService:
     """Writes pictures to H.264 MP4 on its own thread. Timestamps are wall-clock
     time since recording started, so the file lasts as long as the recording.
 
-    The MP4 is fragmented (engine.video.CRASH_SAFE_MP4): if the app is killed or the
+    The MP4 is fragmented (engine.media.CRASH_SAFE_MP4): if the app is killed or the
     disk fills up, the file still plays up to its last second. The first picture fixes
     the size; pictures of another size (a view change) are letterboxed into it. Any
     failure sets `failed`, is reported once, and never blocks `stop`.

@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 
 from engine.cameras import camera_input
-from engine.media import is_image, list_images
-from engine.video import VideoError, VideoReader
+from engine.media import VideoError, VideoReader, is_image, list_images
 
 
 class SourceError(Exception):
@@ -62,7 +61,7 @@ class FrameSource(ABC):
         """Release the device or file (safe to call twice)."""
 
     def _open_reader(self, message: str, location: str, **kwargs) -> None:
-        """Open an FFmpeg input (engine.video.VideoReader), or raise SourceError(message: why)."""
+        """Open an FFmpeg input (engine.media.VideoReader), or raise SourceError(message: why)."""
         try:
             self.reader = VideoReader(location, name=self.name, **kwargs)
         except VideoError as error:
@@ -82,7 +81,7 @@ class FrameSource(ABC):
 
 
 class VideoFileSource(FrameSource):
-    """A video file or anything else FFmpeg opens (engine.video.VideoReader)."""
+    """A video file or anything else FFmpeg opens (engine.media.VideoReader)."""
 
     seekable = True
 

@@ -44,11 +44,10 @@ from app.services import (
     compose,
 )
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
-from engine.availability import BACKEND_CHOICES, BackendChoice, default_backend, why_unavailable
 from engine.cameras import list_cameras
+from engine.media import VideoError
 from engine.resources import camvid_demo_video, demo_video, recordings_dir, shipped_weights
-from engine.segmenter import VIEWS, Segmenter
-from engine.video import VideoError
+from engine.runtime import BACKEND_CHOICES, VIEWS, BackendChoice, Segmenter, default_backend, why_unavailable
 
 log = logging.getLogger("rtformer.app")
 MAX_RECENT = 8
@@ -453,7 +452,7 @@ class MainWindow(QMainWindow):
         (menus, settings) records the new choice until the new model has run."""
         choice = choice or self.backend_choice
         self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
-        # INT8 is calibrated on the bundled frames (engine.artifacts.default_calibration):
+        # INT8 is calibrated on the bundled frames (engine.runtime.artifacts.default_calibration):
         # the model card measures that model, and it is built once and cached.
         # The first time on a machine, auto builds INT8 models and times the candidates:
         # 15 s for Slim, 24 s for Base on this project's 2-core machine; then it is remembered.

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import torch
 
-from engine.classes import CAMVID
-from engine.rtformer import RTFormer, build_model
-from engine.video import VideoWriter
+from engine.media import VideoWriter
+from engine.model.classes import CAMVID
+from engine.model.rtformer import RTFormer, build_model
 
 TINY_MODEL = {"base_channels": 4, "head_channels": 4, "spp_channels": 8, "cross_size": 2}
 
@@ -103,8 +103,8 @@ def calibrated_model(variant: str = "slim", num_classes: int = 11, seed: int = 0
 
 def write_checkpoint(path, variant: str = "slim", input_size=(128, 160), **overrides):
     """A calibrated random model saved as a CamVid checkpoint (for engine tests)."""
-    from engine.checkpoint import CheckpointInfo, save_checkpoint
-    from engine.classes import CAMVID
+    from engine.model.checkpoint import CheckpointInfo, save_checkpoint
+    from engine.model.classes import CAMVID
 
     model = calibrated_model(variant, num_classes=CAMVID.num_classes, **overrides)
     info = CheckpointInfo.for_classes(model.config, CAMVID, input_size=input_size)

@@ -8,11 +8,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
+from PySide6.QtWidgets import QTextBrowser
 
 from app.services import LatestSlot, RollingStats
 from app.sources import FakeCamera, Frame
 from app.window import MainWindow
-from engine.video import probe, read_frames
+from engine.media import probe, read_frames
+from engine.runtime import BACKEND_CHOICES
 from tests.synthetic import TIMEOUT, wait_for_results
 
 
@@ -143,10 +145,7 @@ def test_views_opacity_legend_snapshot_help_and_drop(qtbot, window, video, weigh
     snapshot = window.snapshot()
     assert snapshot.suffix == ".png" and snapshot.is_file()
     window.show_help()
-    assert (
-        "full screen"
-        in window.help_dialog.findChild(__import__("PySide6.QtWidgets").QtWidgets.QTextBrowser).toPlainText()
-    )
+    assert "full screen" in window.help_dialog.findChild(QTextBrowser).toPlainText()
     image = tmp_path / "dropped.png"
     import cv2
 
@@ -191,13 +190,7 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first.start(str(video), str(weights["base"]))
     first.view_box.setCurrentText("mask")
     first.opacity_slider.setValue(30)
-    first.choose_backend(
-        next(
-            c
-            for c in __import__("engine.availability").availability.BACKEND_CHOICES
-            if c.label == "PyTorch CPU"
-        )
-    )
+    first.choose_backend(next(c for c in BACKEND_CHOICES if c.label == "PyTorch CPU"))
     qtbot.waitUntil(lambda: first.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT)  # the GUI knows
     assert first.inference.segmenter.description.startswith("PyTorch")
     first.close()
@@ -213,7 +206,7 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
 def test_a_full_disk_while_recording_is_reported_and_the_file_closed(
     qtbot, window, video, weights, monkeypatch
 ):
-    from engine.video import VideoWriter
+    from engine.media import VideoWriter
 
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 2)

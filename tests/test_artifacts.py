@@ -8,9 +8,9 @@ import time
 import cv2
 import pytest
 
-import engine.artifacts as artifacts
-from engine.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key, opened_with_repair
-from engine.segmenter import Segmenter
+import engine.runtime.artifacts as artifacts
+from engine.runtime.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key, opened_with_repair
+from engine.runtime.segmenter import Segmenter
 from tests.synthetic import synthetic_frame, write_checkpoint
 
 

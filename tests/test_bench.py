@@ -6,8 +6,8 @@ import cv2
 import pytest
 import torch
 
-from engine.bench import interleaved, run_bench
-from engine.cli import main
+from engine.commands.bench import interleaved, run_bench
+from engine.commands.cli import main
 from tests.synthetic import synthetic_frame, write_video
 
 
@@ -44,9 +44,9 @@ def test_bench_reports_all_cpu_runners_and_the_end_to_end_path(tmp_path):
 
 
 def test_bench_cli_writes_json(tmp_path, monkeypatch):
-    import engine.bench
+    import engine.commands.bench
 
-    monkeypatch.setattr(engine.bench, "DEFAULT_SIZES", ((64, 64),))
+    monkeypatch.setattr(engine.commands.bench, "DEFAULT_SIZES", ((64, 64),))
     output = tmp_path / "bench.json"
     assert main(["bench", "--variants", "slim", "--rounds", "2", "--threads", "1", "-o", str(output)]) == 0
     report = json.loads(output.read_text())

@@ -6,15 +6,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.checkpoint import (
+from engine.model.checkpoint import (
     CheckpointError,
     CheckpointInfo,
     load_checkpoint,
     read_checkpoint_info,
     save_checkpoint,
 )
-from engine.classes import CAMVID
-from engine.rtformer import build_model
+from engine.model.classes import CAMVID
+from engine.model.rtformer import build_model
 from tests.synthetic import calibrated_model
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint
-from engine.cli import main
-from engine.convert_paddle import paddle_name_to_ours, read_pdparams
+from engine.commands.cli import main
+from engine.model.checkpoint import CheckpointError, load_checkpoint
+from engine.model.convert_paddle import paddle_name_to_ours, read_pdparams
 from tests.synthetic import calibrated_model
 
 # Ours -> official, only to write official-format files for the tests.

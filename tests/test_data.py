@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
-from engine.classes import CAMVID
-from engine.data import (
+from engine.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from engine.model.classes import CAMVID
+from engine.training.data import (
     IGNORE_INDEX,
     DatasetError,
     EpochStream,

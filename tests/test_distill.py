@@ -6,13 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import read_checkpoint_info
-from engine.classes import CAMVID
-from engine.cli import main
-from engine.data import IGNORE_INDEX, DatasetError, TrainTransform, unlabelled_folder
-from engine.distill import class_weight_vector, distillation_loss
-from engine.espnetv2 import ESPNetv2Segmentation
-from engine.train import TrainConfig, Trainer, labelled_cross_entropy, read_log
+from engine.commands.cli import main
+from engine.model.checkpoint import read_checkpoint_info
+from engine.model.classes import CAMVID
+from engine.training.config import TrainConfig
+from engine.training.data import IGNORE_INDEX, DatasetError, TrainTransform, unlabelled_folder
+from engine.training.distill import class_weight_vector, distillation_loss
+from engine.training.espnetv2 import ESPNetv2Segmentation
+from engine.training.loop import read_log
+from engine.training.train import Trainer, labelled_cross_entropy
 from tests.synthetic import TINY_MODEL, block_scene, make_camvid, write_png
 
 

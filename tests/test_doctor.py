@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-import engine.availability
-import engine.doctor
-from engine.availability import BACKEND_CHOICES, onnxruntime_conflict, why_unavailable
-from engine.cli import main
-from engine.doctor import Section, folders, format_report, report
+import engine.runtime.availability
+import engine.runtime.doctor
+from engine.commands.cli import main
+from engine.runtime.availability import BACKEND_CHOICES, onnxruntime_conflict, why_unavailable
+from engine.runtime.doctor import Section, folders, format_system_report, system_report
 
 
 def test_doctor_names_every_backend_with_its_state_and_every_section(capsys):
@@ -28,12 +28,14 @@ def test_doctor_names_every_backend_with_its_state_and_every_section(capsys):
 
 
 def test_the_backend_section_follows_the_machine(monkeypatch):
-    monkeypatch.setattr(engine.availability.torch.cuda, "is_available", lambda: True)
-    rows = dict(engine.doctor.backends().rows)
+    monkeypatch.setattr(engine.runtime.availability.torch.cuda, "is_available", lambda: True)
+    rows = dict(engine.runtime.doctor.backends().rows)
     assert rows["PyTorch CUDA (fp16)"] == "available"
     assert rows["default (auto)"] == "PyTorch CUDA (fp16)"
-    monkeypatch.setattr(engine.availability.torch.cuda, "is_available", lambda: False)
-    assert dict(engine.doctor.backends().rows)["PyTorch CUDA (fp16)"].startswith("unavailable: no CUDA")
+    monkeypatch.setattr(engine.runtime.availability.torch.cuda, "is_available", lambda: False)
+    assert dict(engine.runtime.doctor.backends().rows)["PyTorch CUDA (fp16)"].startswith(
+        "unavailable: no CUDA"
+    )
 
 
 def test_cpu_and_gpu_onnx_runtime_side_by_side_are_reported(monkeypatch):
@@ -42,10 +44,12 @@ def test_cpu_and_gpu_onnx_runtime_side_by_side_are_reported(monkeypatch):
     def version(name):
         if name in versions:
             return versions[name]
-        raise engine.availability.importlib.metadata.PackageNotFoundError(name)
+        raise engine.runtime.availability.importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(engine.availability.importlib.metadata, "version", version)
-    monkeypatch.setattr(engine.availability, "onnxruntime_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(engine.runtime.availability.importlib.metadata, "version", version)
+    monkeypatch.setattr(
+        engine.runtime.availability, "onnxruntime_providers", lambda: ["CPUExecutionProvider"]
+    )
     message = onnxruntime_conflict()
     assert "onnxruntime 1.20.0" in message and "onnxruntime-gpu 1.20.0" in message and "uninstall" in message
     gpu_runtime = next(c for c in BACKEND_CHOICES if c.label == "ONNX Runtime CUDA/TensorRT")
@@ -70,11 +74,15 @@ def test_a_failing_check_is_reported_and_the_rest_still_run(monkeypatch):
         raise RuntimeError("no such driver")
 
     broken.__name__ = "cuda"
-    monkeypatch.setattr(engine.doctor, "SECTIONS", (engine.doctor.versions, broken, engine.doctor.backends))
-    sections = report()
+    monkeypatch.setattr(
+        engine.runtime.doctor,
+        "SECTIONS",
+        (engine.runtime.doctor.versions, broken, engine.runtime.doctor.backends),
+    )
+    sections = system_report()
     assert [s.title for s in sections] == ["Versions", "cuda", "Backends"]
     assert sections[1].rows == [("error", "RuntimeError: no such driver")]
-    text = format_report([Section("A", [("x", "1")]), Section("B", [("longer name", "2")])])
+    text = format_system_report([Section("A", [("x", "1")]), Section("B", [("longer name", "2")])])
     assert "A\n-\n  x            1" in text
 
 
@@ -95,6 +103,6 @@ def test_help_menu_shows_the_report_and_copies_it(qtbot, window):
 
 @pytest.mark.parametrize("flag", ["avx512_vnni", ""])
 def test_int8_advice_follows_the_cpu_flags(monkeypatch, flag):
-    monkeypatch.setattr(engine.doctor, "cpu_flags", lambda: {"avx2", flag} - {""})
-    rows = dict(engine.doctor.cpu().rows)
+    monkeypatch.setattr(engine.runtime.doctor, "cpu_flags", lambda: {"avx2", flag} - {""})
+    rows = dict(engine.runtime.doctor.cpu().rows)
     assert rows["INT8"].startswith("fast") == bool(flag)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import IGNORE_INDEX, open_dataset
-from engine.evaluate import EvalReport, evaluate, predict_probabilities, update_confusion
-from engine.rtformer import build_model
+from engine.model.rtformer import build_model
+from engine.training.data import IGNORE_INDEX, open_dataset
+from engine.training.evaluate import EvalReport, evaluate, predict_probabilities, update_confusion
 from tests.synthetic import TINY_MODEL, make_folder
 
 
@@ -59,7 +59,7 @@ def test_evaluate_runs_at_full_resolution(tmp_path):
 
 
 def test_eval_cli_on_the_research_and_the_deployed_paths(tmp_path, capsys):
-    from engine.cli import main
+    from engine.commands.cli import main
     from tests.synthetic import make_camvid, write_checkpoint
 
     root = make_camvid(tmp_path / "CamVid", {"test": 2})
@@ -90,8 +90,8 @@ def test_eval_cli_on_the_research_and_the_deployed_paths(tmp_path, capsys):
 def test_deployed_evaluation_follows_the_apps_path_unless_exact_is_asked(tmp_path):
     import cv2
 
-    from engine.evaluate import evaluate_segmenter
-    from engine.segmenter import Segmenter
+    from engine.runtime.segmenter import Segmenter
+    from engine.training.evaluate import evaluate_segmenter
     from tests.synthetic import make_camvid, write_checkpoint
 
     dataset = open_dataset("camvid", make_camvid(tmp_path / "CamVid", {"test": 2}), "test")

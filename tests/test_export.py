@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from engine.export import export_onnx
+from engine.runtime.export import export_onnx
 from tests.synthetic import calibrated_model
 
 
@@ -41,8 +41,8 @@ def test_onnx_runtime_matches_torch(exported, batch, height, width):
 
 
 def test_deployment_graph_normalises_frames_inside(tmp_path):
-    from engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
-    from engine.data import normalize
+    from engine.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+    from engine.training.data import normalize
 
     model = calibrated_model("slim", num_classes=11)
     path = export_onnx(model, tmp_path / "frames.onnx", normalisation=(IMAGENET_MEAN, IMAGENET_STD))

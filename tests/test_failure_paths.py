@@ -23,8 +23,8 @@ import pytest
 from app.services import CaptureService, LatestSlot, RecorderService, RollingStats, ViewSettings
 from app.sources import CameraSource, FakeCamera, Frame, FrameSource, ImageSequenceSource, VideoFileSource
 from app.window import MainWindow
-from engine.cli import main as rtformer
-from engine.video import VideoWriter, probe, read_frames
+from engine.commands.cli import main as rtformer
+from engine.media import VideoWriter, probe, read_frames
 from tests.synthetic import TIMEOUT, synthetic_frame, wait_for_results, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +67,10 @@ FAST_SEGMENT_SCRIPT = """
 import sys, torch
 sys.path.insert(0, '.')
 from pathlib import Path
-from engine.classes import CAMVID
-from engine.segment import segment_video
-from engine.segmenter import palette_lut
-from engine.video import VideoError
+from engine.model.classes import CAMVID
+from engine.commands.segment_files import segment_video
+from engine.runtime.segmenter import palette_lut
+from engine.media import VideoError
 
 class InstantBackend:  # the model waits on the decoder, as a fast model on a GPU
     parallel = 1
@@ -105,7 +105,7 @@ def test_segment_ends_with_an_error_when_writing_fails_instead_of_hanging(tmp_pa
         )
         assert finished.stdout.startswith("error: writing") and "File too large" in finished.stdout
     command = (  # and through the CLI with a real model: a clear message, no traceback
-        "import sys; from engine.cli import main; "
+        "import sys; from engine.commands.cli import main; "
         f"sys.exit(main(['segment', {str(source)!r}, '-o', {str(output)!r}, "
         f"'--checkpoint', {str(weights['slim'])!r}, '--backend', 'torch']))"
     )

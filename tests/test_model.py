@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.rtformer import (
+from engine.model.rtformer import (
     ATTENTION_KINDS,
     MIN_INPUT_SIZE,
     CrossResolutionAttention,

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-import engine.availability as availability
-from engine.artifacts import file_digest, openvino_cache_folder
-from engine.backends import openvino_capabilities
-from engine.segmenter import BackendError, Segmenter
+import engine.runtime.availability as availability
+from engine.runtime.artifacts import file_digest, openvino_cache_folder
+from engine.runtime.backends import openvino_capabilities
+from engine.runtime.segmenter import BackendError, Segmenter
 from tests.synthetic import synthetic_frame, write_checkpoint
 
 pytest.importorskip("openvino")
@@ -85,7 +85,7 @@ def test_compiled_models_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path, che
 
 
 def test_a_damaged_onnx_file_is_rebuilt_for_openvino_too(tmp_path, checkpoint, caplog):
-    from engine.artifacts import FP32_KIND, artifact_path
+    from engine.runtime.artifacts import FP32_KIND, artifact_path
 
     local = shutil.copy(checkpoint, tmp_path / "damaged.safetensors")
     artifact_path(local, FP32_KIND).write_bytes(b"not a model")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.convert_paddle import model_from_paddle, read_pdparams
-from engine.rtformer import RTFormerConfig
+from engine.model.convert_paddle import model_from_paddle, read_pdparams
+from engine.model.rtformer import RTFormerConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
 TOLERANCE = 1e-4

@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.cli import main
-from engine.data import DatasetError
-from engine.pretrain import CLASSIFIER_PREFIX, ImageFolder, PretrainConfig, pretrain
-from engine.rtformer import build_model
-from engine.train import load_backbone
+from engine.commands.cli import main
+from engine.model.rtformer import build_model
+from engine.training.data import DatasetError
+from engine.training.pretrain import CLASSIFIER_PREFIX, ImageFolder, PretrainConfig, pretrain
+from engine.training.train import load_backbone
 from tests.synthetic import TINY_MODEL, write_png
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}

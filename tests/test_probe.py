@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.classes import CAMVID
-from engine.cli import main
-from engine.espnetv2 import CamVidTeacher, ESPNetv2Segmentation
-from engine.probe import list_frames, probe, report_from_confusion
+from engine.commands.cli import main
+from engine.model.classes import CAMVID
+from engine.training.espnetv2 import CamVidTeacher, ESPNetv2Segmentation
+from engine.training.probe import list_frames, probe, report_from_confusion
 from tests.synthetic import synthetic_frame, write_checkpoint
 
 NAMES = CAMVID.names

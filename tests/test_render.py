@@ -1,10 +1,10 @@
-"""engine.render: labels at the model's size, drawing at the view's size, hidden classes."""
+"""engine.runtime.render: labels at the model's size, drawing at the view's size, hidden classes."""
 
 import cv2
 import numpy as np
 
-from engine.classes import CAMVID
-from engine.render import colorize, palette_lut, render
+from engine.model.classes import CAMVID
+from engine.runtime.render import colorize, palette_lut, render
 from tests.synthetic import synthetic_frame
 
 LUT = palette_lut(CAMVID.palette)

@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key
-from engine.checkpoint import CheckpointError, load_checkpoint
-from engine.data import normalize
+from engine.model.checkpoint import CheckpointError, load_checkpoint
 from engine.resources import user_cache_dir
-from engine.segmenter import (
+from engine.runtime.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key
+from engine.runtime.segmenter import (
     BackendError,
     Preprocessor,
     Segmenter,
@@ -25,6 +24,7 @@ from engine.segmenter import (
     palette_lut,
     render,
 )
+from engine.training.data import normalize
 from tests.synthetic import synthetic_frame, write_checkpoint
 
 
@@ -146,7 +146,7 @@ def test_missing_gpu_provider_falls_back_to_cpu_with_a_message(checkpoint, caplo
             Segmenter(checkpoint, backend="onnxruntime", device="cuda") if torch.cuda.is_available() else None
         )
         if segmenter is None:
-            from engine.backends import choose_providers
+            from engine.runtime.backends import choose_providers
 
             assert choose_providers("cuda") == ["CPUExecutionProvider"]
     assert "falling back to CPUExecutionProvider" in caplog.text
@@ -223,7 +223,7 @@ def test_device_side_normalisation_equals_the_cpu_path(checkpoint):
 
 
 def test_channel_argmax_equals_numpy():
-    from engine.segmenter import argmax_channels
+    from engine.runtime.segmenter import argmax_channels
 
     logits = np.random.default_rng(0).standard_normal((11, 37, 53)).astype(np.float32)
     logits[3, :5] = logits[5, :5] = 9.0  # ties: the first class wins, as in np.argmax

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.espnetv2 import (
+from engine.training.espnetv2 import (
     CITYSCAPES_TO_CAMVID,
     TEACHER_CHANNELS,
     CamVidTeacher,
@@ -70,7 +70,7 @@ def test_eval_teacher_command_on_a_tiny_camvid(tmp_path, teacher_file, capsys):
     import cv2
     import numpy as np
 
-    from engine.cli import main
+    from engine.commands.cli import main
 
     root = tmp_path / "CamVid"
     for folder in ("test", "testannot"):
@@ -130,7 +130,10 @@ def test_the_teacher_input_is_scaled_to_multiples_of_32():
 
 
 def test_the_app_and_the_runtime_never_import_the_teacher():
-    code = "import sys, app.window, engine.segmenter, engine.segment; print('engine.espnetv2' in sys.modules)"
+    code = (
+        "import sys, app.window, engine.runtime.segmenter, engine.commands.segment_files; "
+        "print('engine.training.espnetv2' in sys.modules)"
+    )
     finished = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

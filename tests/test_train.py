@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import engine.train
-from engine.checkpoint import read_checkpoint_info
-from engine.cli import main
-from engine.rtformer import build_model
-from engine.train import TrainConfig, Trainer, learning_rate, load_backbone, read_config_file, read_log
+import engine.training.train
+from engine.commands.cli import main
+from engine.model.checkpoint import read_checkpoint_info
+from engine.model.rtformer import build_model
+from engine.training.config import TrainConfig, read_config_file
+from engine.training.loop import read_log
+from engine.training.train import Trainer, learning_rate, load_backbone
 from tests.synthetic import TINY_MODEL, make_folder
 
 
@@ -147,8 +149,8 @@ def test_two_gloo_processes_stay_in_sync(data_root, tmp_path):
 
 
 def test_batchnorm_recalibration_averages_over_the_dataset(data_root):
-    from engine.data import open_dataset
-    from engine.train import recalibrate_batchnorm
+    from engine.training.data import open_dataset
+    from engine.training.train import recalibrate_batchnorm
 
     dataset = open_dataset("folder", data_root, "train")
     model = build_model("slim", 3, **TINY_MODEL).eval()
@@ -173,7 +175,7 @@ def test_time_budget_fits_the_schedule_and_survives_resume(data_root, tmp_path, 
     # The trainer's clock, made to advance 10 ms per reading, so that the fitted schedule
     # does not depend on how busy this machine is.
     readings = iter(range(10**9))
-    monkeypatch.setattr(engine.train.time, "monotonic", lambda: next(readings) * 0.01)
+    monkeypatch.setattr(engine.training.train.time, "monotonic", lambda: next(readings) * 0.01)
     output = tmp_path / "budget"
     run = Trainer(tiny_config(data_root, output, iters=100000, budget_minutes=0.15, eval_interval=0))
     run.run()

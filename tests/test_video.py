@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.cli import main
-from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
+from engine.commands.cli import main
+from engine.media import DecodeReport, VideoError, VideoWriter, probe, read_frames
 from tests.synthetic import synthetic_frame, write_checkpoint, write_video
 
 
@@ -159,7 +159,7 @@ def test_frames_in_flight_come_back_in_order_and_none_is_lost():
 
     import torch
 
-    from engine.segment import _segmented_in_order
+    from engine.commands.segment_files import _segmented_in_order
 
     class SlowBackend:
         parallel = 3
@@ -187,8 +187,8 @@ def test_frames_in_flight_come_back_in_order_and_none_is_lost():
 
 def test_segment_with_openvino_streams_writes_what_one_stream_writes(tmp_path, checkpoint):
     pytest.importorskip("openvino")
-    from engine.segment import segment_video
-    from engine.segmenter import Segmenter
+    from engine.commands.segment_files import segment_video
+    from engine.runtime.segmenter import Segmenter
 
     video = write_video(tmp_path / "in.mp4", frames=12, fps=10)
     outputs = {}

@@ -1,7 +1,7 @@
 """CamVid test mIoU of a checkpoint on every CPU backend and precision, on the app's
 own path (argmax at the model's input size, labels resized), written as the accuracy
 record beside the weights (`<stem>.accuracy.json`) that "auto" reads to know which
-precisions stay within the accuracy limits (engine.availability).
+precisions stay within the accuracy limits (engine.runtime.availability).
 
     .venv/bin/python tools/backend_accuracy.py weights/rtformer-slim-camvid.safetensors \
         --data-root ../shared/data/CamVid
@@ -19,11 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-from engine.artifacts import default_calibration, file_digest
-from engine.availability import ACCURACY_REFERENCE, CPU_CANDIDATES, accuracy_record_path, why_unavailable
-from engine.data import open_dataset
-from engine.evaluate import evaluate_segmenter
-from engine.segmenter import Segmenter
+from engine.runtime.artifacts import default_calibration, file_digest
+from engine.runtime.availability import (
+    ACCURACY_REFERENCE,
+    CPU_CANDIDATES,
+    accuracy_record_path,
+    why_unavailable,
+)
+from engine.runtime.segmenter import Segmenter
+from engine.training.data import open_dataset
+from engine.training.evaluate import evaluate_segmenter
 
 
 def main() -> int:
@@ -38,7 +43,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, help="default: beside the checkpoint")
     args = parser.parse_args()
 
-    from engine.availability import BackendChoice
+    from engine.runtime.availability import BackendChoice
 
     dataset = open_dataset("camvid", args.data_root, args.split)
     calibration = args.calibration or default_calibration()

@@ -55,7 +55,7 @@ def segmenter_checks(checkpoint: Path, frame_path: Path, device: str) -> dict:
     """The Segmenter's CUDA paths against its CPU path on one real frame, at two sizes."""
     import cv2
 
-    from engine.segmenter import Segmenter
+    from engine.runtime.segmenter import Segmenter
 
     results: dict = {"auto": Segmenter(checkpoint).description}
     for size in ((360, 480), (720, 960)):
@@ -80,7 +80,7 @@ def segmenter_checks(checkpoint: Path, frame_path: Path, device: str) -> dict:
 
 
 def gpu_bench(weights: Path) -> dict:
-    from engine.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
+    from engine.commands.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench
 
     return run_bench(VARIANTS, (*DEFAULT_SIZES, LARGE_SIZE), {"slim": weights}, rounds=100, cpu=False)
 
@@ -96,7 +96,8 @@ def train(
     variant: str, data: str, output: str, budget_minutes: str, workers: str, device: str, tuning: str
 ) -> None:
     """One training process (run by the main script, one per variant)."""
-    from engine.train import TrainConfig, Trainer, read_config_file
+    from engine.training.config import TrainConfig, read_config_file
+    from engine.training.train import Trainer
 
     recipe = read_config_file(Path(__file__).resolve().parents[1] / "configs" / f"{variant}-camvid-gpu.toml")
     config = TrainConfig().replace(**recipe)
@@ -115,7 +116,7 @@ def train(
 
 def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
     """Write `weights` as float16 safetensors (metadata kept), cut into parts of PART_BYTES."""
-    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.model.checkpoint import load_checkpoint, save_checkpoint
 
     model, info = load_checkpoint(weights)
     half = save_checkpoint(Path("/tmp") / f"{name}.fp16.safetensors", model, info, half=True)
@@ -130,7 +131,7 @@ def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
 
 def join(parts_folder: Path, name: str, output: Path) -> None:
     """Back on the CPU side: join the parts, restore float32, keep the metadata."""
-    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.model.checkpoint import load_checkpoint, save_checkpoint
 
     parts = sorted(parts_folder.glob(f"{name}.fp16.safetensors.part*"), key=lambda p: int(p.suffix[5:]))
     output.write_bytes(b"".join(p.read_bytes() for p in parts))

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import normalize, open_dataset, unlabelled_folder
-from engine.distill import TeacherTargets
-from engine.evaluate import evaluate, predict_probabilities
+from engine.model.checkpoint import load_checkpoint, save_checkpoint
+from engine.training.data import normalize, open_dataset, unlabelled_folder
+from engine.training.distill import TeacherTargets
+from engine.training.evaluate import evaluate, predict_probabilities
 
 
 def interpolate(before: dict, after: dict, alpha: float) -> dict:

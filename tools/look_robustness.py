@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.checkpoint import load_checkpoint
-from engine.data import TrainTransform, open_dataset
-from engine.evaluate import evaluate
+from engine.model.checkpoint import load_checkpoint
+from engine.training.data import TrainTransform, open_dataset
+from engine.training.evaluate import evaluate
 
 LOOKS = {
     "none": {},

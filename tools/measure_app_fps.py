@@ -35,8 +35,8 @@ def main() -> None:
 
     from app.sources import FakeCamera
     from app.window import MainWindow
-    from engine.availability import BACKEND_CHOICES
-    from engine.segmenter import Segmenter
+    from engine.runtime.availability import BACKEND_CHOICES
+    from engine.runtime.segmenter import Segmenter
 
     segmenter = Segmenter(args.checkpoint, backend=args.backend, device="cpu", precision=args.precision)
     frame = np.zeros((*args.size, 3), np.uint8)

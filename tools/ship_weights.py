@@ -4,7 +4,7 @@
         --data-root ../shared/data/CamVid --split test
 
 Recomputes the BN statistics over the training images (see
-`engine.train.recalibrate_batchnorm`) and keeps them or the training run's,
+`engine.training.train.recalibrate_batchnorm`) and keeps them or the training run's,
 whichever scores higher on the training images (the test split never decides);
 evaluates both on the test split (PyTorch, full resolution, single scale) for
 the record, then writes the checkpoint with
@@ -20,11 +20,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from engine.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
-from engine.classes import class_set
-from engine.data import open_dataset
-from engine.evaluate import evaluate
-from engine.train import plot_curves, read_log, recalibrate_batchnorm
+from engine.model.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+from engine.model.classes import class_set
+from engine.training.data import open_dataset
+from engine.training.evaluate import evaluate
+from engine.training.loop import read_log
+from engine.training.train import plot_curves, recalibrate_batchnorm
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def run_child(args: argparse.Namespace) -> int:
 
     from app.sources import FakeCamera
     from app.window import MainWindow
-    from engine.availability import BACKEND_CHOICES, why_unavailable
+    from engine.runtime.availability import BACKEND_CHOICES, why_unavailable
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     settings = QSettings(str(Path(args.home) / "settings.ini"), QSettings.Format.IniFormat)
@@ -163,7 +163,7 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def check_recordings(folder: Path) -> list[dict]:
-    from engine.video import VideoError, probe, read_frames
+    from engine.media import VideoError, probe, read_frames
 
     checked = []
     for path in sorted(folder.glob("*.mp4")):

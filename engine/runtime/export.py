@@ -1,5 +1,5 @@
 """ONNX export of RTFormer with dynamic batch, height and width. Which exports exist and
-where they are cached is engine.artifacts' concern."""
+where they are cached is engine.runtime.artifacts' concern."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from engine.rtformer import RTFormer
+from engine.model.rtformer import RTFormer
 
 DEFAULT_OPSET = 17
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from engine.media import is_image, list_images
-from engine.render import render
-from engine.segmenter import Segmenter
-from engine.video import DecodeReport, VideoError, VideoWriter, probe, read_frames
+from engine.media import DecodeReport, VideoError, VideoWriter, is_image, list_images, probe, read_frames
+from engine.runtime.render import render
+from engine.runtime.segmenter import Segmenter
 
 log = logging.getLogger("rtformer.engine")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "render", "encode")

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.data import IGNORE_INDEX, SegmentationDataset
+from engine.training.data import IGNORE_INDEX, SegmentationDataset
 
 
 def update_confusion(confusion: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> None:

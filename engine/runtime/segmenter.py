@@ -1,11 +1,11 @@
 """The inference engine: one `Segmenter` that turns a BGR frame into a label map.
 
-Stages, each timed per call: preprocess (engine.preprocess: resize keeping the
+Stages, each timed per call: preprocess (engine.runtime.preprocess: resize keeping the
 aspect ratio to the model's input size; normalisation where the backend does not
-do it), inference (engine.backends: PyTorch CPU/CUDA, ONNX Runtime or OpenVINO),
-postprocess (engine.postprocess: argmax, labels resized to the frame with nearest
+do it), inference (engine.runtime.backends: PyTorch CPU/CUDA, ONNX Runtime or OpenVINO),
+postprocess (engine.runtime.postprocess: argmax, labels resized to the frame with nearest
 neighbour; or, on the exact path used by evaluation, logits resized first).
-Drawing is engine.render's.
+Drawing is engine.runtime.render's.
 
 Frames are BGR uint8 (OpenCV and PyAV's "bgr24"); palettes are RGB, as stored
 in checkpoints.
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.availability import resolve
-from engine.backends import create_backend
-from engine.checkpoint import CheckpointInfo, read_checkpoint_info
-from engine.errors import BackendError
-from engine.postprocess import argmax_channels, labels_at, labels_from_logits
-from engine.preprocess import Preprocessor, check_frame, model_input_size
-from engine.render import VIEWS, colorize, overlay, palette_lut, render
+from engine.model.checkpoint import CheckpointInfo, read_checkpoint_info
+from engine.runtime.availability import resolve
+from engine.runtime.backends import create_backend
+from engine.runtime.errors import BackendError
+from engine.runtime.postprocess import argmax_channels, labels_at, labels_from_logits
+from engine.runtime.preprocess import Preprocessor, check_frame, model_input_size
+from engine.runtime.render import VIEWS, colorize, overlay, palette_lut, render
 
 # Re-exported: the Segmenter's callers find the pipeline's parts here.
 __all__ = [
@@ -81,7 +81,7 @@ class Segmenter:
 
     "auto" (backend or precision) on the CPU picks, by timing them on this machine at
     the model's input size, the fastest backend and precision whose accuracy cost for
-    this checkpoint is measured within limits (engine.availability.fastest_cpu_choice);
+    this checkpoint is measured within limits (engine.runtime.availability.fastest_cpu_choice);
     on CUDA, ONNX Runtime with TensorRT where present, else PyTorch (fp16 when the
     precision is auto). `description` says what it picked. `predict` returns labels
     and leaves the stage times in `timings`.
@@ -140,7 +140,7 @@ class Segmenter:
 
     def predict_model_labels(self, frame: np.ndarray) -> np.ndarray:
         """frame: BGR uint8 (H, W, 3) -> labels uint8 (h, w) at the model's input size, for
-        renderers that scale the colours themselves (engine.render): at 1080p this skips a
+        renderers that scale the colours themselves (engine.runtime.render): at 1080p this skips a
         full-size label map nobody needs."""
         labels = self.infer_labels(frame)[0].numpy()
         self.timings.postprocess = 0.0

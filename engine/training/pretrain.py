@@ -36,10 +36,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from engine.data import DatasetError, distort_colour, normalize, read_image
 from engine.media import list_images
-from engine.rtformer import RTFormer, variant_config
-from engine.train import amp_dtype, pick_device, replace_config, save_atomically
+from engine.model.rtformer import RTFormer, variant_config
+from engine.training.config import replace_config
+from engine.training.data import DatasetError, distort_colour, normalize, read_image
+from engine.training.loop import TrainingLoop, pick_device
 
 CLASSIFIER_PREFIX = "classifier."
 STATE_FILE = "pretrain_state.pt"
@@ -209,64 +210,32 @@ def cosine_rate(config: PretrainConfig, step: int, steps_per_epoch: int) -> floa
 def pretrain(config: PretrainConfig) -> dict:
     """Train the classifier; writes backbone.safetensors (+ state and log) to config.output.
     Returns the last epoch's metrics."""
-    from safetensors.torch import save_file
-
     if config.batch_size < 2:
         raise ValueError("batch_size must be at least 2: batch normalisation needs two images a step")
     torch.manual_seed(config.seed)
-    device = pick_device(config.device, 0)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    train_set = ImageFolder(config.data_root, config.train_split)
-    val_set = ImageFolder(config.data_root, config.val_split, train_set.classes)
-    train_set.transform = ClassificationTransform(
-        config.image_size, True, jitter=config.jitter, seed=config.seed
-    )
-    val_set.transform = ClassificationTransform(config.image_size, False)
+    device = pick_device(config.device)
+    train_set, val_set = open_image_folders(config)
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch == 0:
         raise DatasetError(f"{len(train_set)} training images: fewer than one batch of {config.batch_size}")
-
     model = RTFormerClassifier(config.variant, len(train_set.classes), **config.model_overrides).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    use_amp = config.amp and device.type == "cuda"
-    dtype = amp_dtype(config.amp_dtype) if use_amp else torch.float32
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    start_epoch = 0
-    state_path = output / STATE_FILE
-    if config.resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"]
-
+    loop = TrainingLoop(
+        model,
+        optimizer,
+        device,
+        config.output,
+        state_file=STATE_FILE,
+        amp=config.amp,
+        amp_dtype_name=config.amp_dtype,
+        progress_key="epoch",
+    )
+    state = loop.load_state() if config.resume else None
     metrics: dict = {}
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(state["epoch"] if state else 0, config.epochs):
         train_set.transform.epoch = epoch  # a new draw of crops each epoch, the same after a resume
-        loader = DataLoader(
-            train_set,
-            batch_size=config.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=config.workers,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(config.seed + epoch),
-        )
-        model.train()
-        losses, started = [], time.monotonic()
-        for index, (images, labels) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", leave=False)):
-            lr = cosine_rate(config, epoch * steps_per_epoch + index, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
-                loss = F.cross_entropy(model(images).float(), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.item())
+        started = time.monotonic()
+        losses, lr = train_epoch(loop, config, train_set, epoch, steps_per_epoch)
         top1, top5 = accuracy(model, val_set, device, config.batch_size, config.workers)
         metrics = {
             "epoch": epoch + 1,
@@ -276,19 +245,62 @@ def pretrain(config: PretrainConfig) -> dict:
             "val_top5": top5,
             "images_per_s": len(losses) * config.batch_size / (time.monotonic() - started),
         }
-        with open(output / "log.jsonl", "a") as log:
-            log.write(json.dumps({**metrics, "time": time.time()}) + "\n")
-        tqdm.write(f"epoch {epoch + 1}: loss {metrics['loss']:.3f}, val top-1 {top1:.2f}%, top-5 {top5:.2f}%")
-        info = {"variant": config.variant, "classes": json.dumps(train_set.classes), **_strings(metrics)}
-        save_file(model.backbone_state(), str(output / "backbone.safetensors"), metadata=info)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch + 1,
-        }
-        save_atomically(state, state_path)
+        loop.log(metrics)
+        loop.say(f"epoch {epoch + 1}: loss {metrics['loss']:.3f}, val top-1 {top1:.2f}%, top-5 {top5:.2f}%")
+        save_backbone(model, train_set.classes, config, metrics)
+        loop.save_state(epoch=epoch + 1)
     return metrics
+
+
+def open_image_folders(config: PretrainConfig) -> tuple[ImageFolder, ImageFolder]:
+    """The training and validation folders with their transforms; validation uses the
+    training set's classes."""
+    train_set = ImageFolder(config.data_root, config.train_split)
+    val_set = ImageFolder(config.data_root, config.val_split, train_set.classes)
+    train_set.transform = ClassificationTransform(
+        config.image_size, True, jitter=config.jitter, seed=config.seed
+    )
+    val_set.transform = ClassificationTransform(config.image_size, False)
+    return train_set, val_set
+
+
+def train_epoch(
+    loop: TrainingLoop, config: PretrainConfig, train_set: ImageFolder, epoch: int, steps_per_epoch: int
+) -> tuple[list[float], float]:
+    """One pass over the training set; returns the step losses and the last learning rate."""
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.workers,
+        pin_memory=loop.device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed + epoch),
+    )
+    loop.model.train()
+    losses, lr = [], config.lr
+    for index, (images, labels) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", leave=False)):
+        step = epoch * steps_per_epoch + index
+        lr = cosine_rate(config, step, steps_per_epoch)
+        loop.set_learning_rate(lr)
+        images, labels = images.to(loop.device, non_blocking=True), labels.to(loop.device, non_blocking=True)
+        loop.zero_grad()
+        with loop.autocast():
+            loss = F.cross_entropy(loop.model(images).float(), labels, label_smoothing=config.label_smoothing)
+        loop.backward(loss)
+        loop.optimizer_step(loss.item(), step)
+        losses.append(loss.item())
+    return losses, lr
+
+
+def save_backbone(
+    model: RTFormerClassifier, classes: list[str], config: PretrainConfig, metrics: dict
+) -> None:
+    """backbone.safetensors in the output folder, with the classes and metrics as metadata."""
+    from safetensors.torch import save_file
+
+    info = {"variant": config.variant, "classes": json.dumps(classes), **_strings(metrics)}
+    save_file(model.backbone_state(), str(Path(config.output) / "backbone.safetensors"), metadata=info)
 
 
 @torch.inference_mode()

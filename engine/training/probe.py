@@ -6,7 +6,7 @@ The reference is the ESPNetv2 Cityscapes teacher speaking CamVid classes: the ar
 over its 20 channels, mapped to CamVid, with its background answers left out. It
 sees each frame as the student is trained to: fitted (aspect kept) into the model's
 360x480 input, then resized 2x (sides to multiples of 32), as in
-`engine.distill.TeacherTargets`. The model under test runs through a `Segmenter`,
+`engine.training.distill.TeacherTargets`. The model under test runs through a `Segmenter`,
 the app's own path (its input size, argmax, then labels resized to the frame).
 
 Figures (JSON like the other evaluations): pixel agreement, per-class IoU against the
@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.data import fit_within, normalize
-from engine.distill import load_teacher
-from engine.evaluate import EvalReport, update_confusion
 from engine.media import list_images
+from engine.training.data import fit_within, normalize
+from engine.training.distill import load_teacher
+from engine.training.evaluate import EvalReport, update_confusion
 
 KEY_CLASSES = ("Sky", "Road", "Tree", "Car")
 REFERENCE_FIT = (360, 480)  # what the teacher's training targets were computed on
@@ -138,7 +138,7 @@ def report_from_confusion(
 def side_by_side_writer(folder: str | Path, palette, alpha: float = 0.5) -> Callable:
     """An `overlays` callback writing `<frame>.png`: our overlay left, the reference's right
     (white where the reference gives no answer), each captioned."""
-    from engine.segmenter import overlay, palette_lut
+    from engine.runtime.segmenter import overlay, palette_lut
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

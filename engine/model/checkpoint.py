@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.classes import ClassSet
-from engine.rtformer import RTFormer, RTFormerConfig
+from engine.model.classes import ClassSet
+from engine.model.rtformer import RTFormer, RTFormerConfig
 
 FORMAT = "rtformer-studio/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on 0..1 pixel values

@@ -1,6 +1,6 @@
 """Knowledge distillation from a teacher that speaks the student's classes.
 
-Used for training only. The teacher (`engine.espnetv2.CamVidTeacher`, Cityscapes
+Used for training only. The teacher (`engine.training.espnetv2.CamVidTeacher`, Cityscapes
 classes merged to CamVid's) supervises every pixel, including void pixels and
 images without labels; labels, where they exist, keep their cross-entropy.
 
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.data import CombinedDataset, SegmentationDataset, normalize, resize_channels
-from engine.espnetv2 import CamVidTeacher, load_espnetv2
+from engine.training.data import CombinedDataset, SegmentationDataset, normalize, resize_channels
+from engine.training.espnetv2 import CamVidTeacher, load_espnetv2
 
 # A cached target whose probabilities sum below this (of 255) is padding: no teacher there.
 MIN_TARGET_MASS = 32

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
-from engine.classes import ADE20K, CAMVID, CITYSCAPES, ClassSet, generic_class_set
 from engine.media import IMAGE_SUFFIXES, list_images
+from engine.model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from engine.model.classes import ADE20K, CAMVID, CITYSCAPES, ClassSet, generic_class_set
 
 IGNORE_INDEX = 255
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import CheckpointInfo, save_checkpoint
-from engine.classes import CAMVID
-from engine.rtformer import build_model
+from engine.model.checkpoint import CheckpointInfo, save_checkpoint
+from engine.model.classes import CAMVID
+from engine.model.rtformer import build_model
 
 DEFAULT_SIZES = ((360, 480), (720, 960))
 REFERENCE_RUNNER = "torch eager fp32"  # ratios are to this one; to CUDA fp32 in a GPU-only run
@@ -81,9 +81,9 @@ def model_runners(
     """Runners for one size; `cpu=False` keeps only the CUDA ones (a GPU machine's check).
     The CPU backends run the deployment graph (uint8 frames in, normalisation inside) as
     the Segmenter opens it, and fetch the logits; INT8 runners only with `calibration`."""
-    from engine.availability import openvino_unavailable
-    from engine.backends import create_backend
-    from engine.checkpoint import load_checkpoint
+    from engine.model.checkpoint import load_checkpoint
+    from engine.runtime.availability import openvino_unavailable
+    from engine.runtime.backends import create_backend
 
     height, width = size
     rng = np.random.default_rng(0)
@@ -148,14 +148,14 @@ def end_to_end(
     the model alone on the same backend and input size. The two alternate `repeats` times
     and each figure is the median: on a shared machine a single pair can differ by 30%
     from noise alone (seen: 13.1 vs 16.8 FPS for the same run)."""
-    from engine.segment import segment_video
-    from engine.segmenter import Segmenter
+    from engine.commands.segment_files import segment_video
+    from engine.runtime.segmenter import Segmenter
 
     segmenter = Segmenter(
         checkpoint, backend=backend, device="cpu", precision=precision, threads=threads, streams=streams
     )
-    from engine.preprocess import model_input_size
-    from engine.video import probe
+    from engine.media import probe
+    from engine.runtime.preprocess import model_input_size
 
     info = probe(video)
     size = model_input_size((info.height, info.width), segmenter.input_size)
@@ -272,7 +272,7 @@ def run_bench(
 def machine_description() -> dict:
     import onnxruntime
 
-    from engine.availability import cpuinfo_field, installed_distributions
+    from engine.runtime.availability import cpuinfo_field, installed_distributions
 
     return {
         "cpu": cpuinfo_field("model name") or platform.processor() or platform.machine(),

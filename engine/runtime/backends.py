@@ -4,8 +4,8 @@ A backend (the `Backend` protocol) takes a batch the Segmenter prepared, either
 resized BGR uint8 frames (N, h, w, 3) when `takes_frames` (the graph or the device
 normalises), or normalised RGB float32 images (N, 3, h, w); it returns logits
 (N, C, h, w) float or labels (N, h, w) uint8 as torch tensors. Model files come from
-engine.artifacts; backends only open them. `create_backend` builds one for concrete
-choices; "auto" is resolved above, by engine.availability.
+engine.runtime.artifacts; backends only open them. `create_backend` builds one for concrete
+choices; "auto" is resolved above, by engine.runtime.availability.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from engine.artifacts import first_line, opened_with_repair, openvino_cache_folder
-from engine.checkpoint import load_checkpoint
-from engine.errors import BackendError
-from engine.export import normalise_frames
-from engine.postprocess import argmax_channels
+from engine.model.checkpoint import load_checkpoint
+from engine.runtime.artifacts import first_line, opened_with_repair, openvino_cache_folder
+from engine.runtime.errors import BackendError
+from engine.runtime.export import normalise_frames
+from engine.runtime.postprocess import argmax_channels
 
 log = logging.getLogger("rtformer.engine")
 
@@ -304,7 +304,7 @@ def create_backend(
     threads: int | None,
     streams: int = 1,
 ) -> Backend:
-    """Build the backend for concrete choices (engine.availability.resolve turns "auto"
+    """Build the backend for concrete choices (engine.runtime.availability.resolve turns "auto"
     into them). `streams` (frames at once, for files) applies to OpenVINO; the others run
     one frame at a time."""
     if backend == "torch":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.rtformer import MIN_INPUT_SIZE
+from engine.model.rtformer import MIN_INPUT_SIZE
 
 SIZE_MULTIPLE = 32
 

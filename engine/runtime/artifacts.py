@@ -24,16 +24,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import BackendError
-from engine.export import DEFAULT_OPSET
 from engine.resources import calibration_folder, user_cache_dir
+from engine.runtime.errors import BackendError
+from engine.runtime.export import DEFAULT_OPSET
 
 log = logging.getLogger("rtformer.engine")
 
-# The deployment graph's layout (engine.export.FramesToLogits). Version 2: uint8 "labels"
+# The deployment graph's layout (engine.runtime.export.FramesToLogits). Version 2: uint8 "labels"
 # output beside the logits (commit 7f1a753); caches of version 1 lack it.
 GRAPH_VERSION = 2
-# "w7": 7-bit weights (engine.quantize); INT8 models of 8-bit weights are not reused.
+# "w7": 7-bit weights (engine.runtime.quantize); INT8 models of 8-bit weights are not reused.
 FP32_KIND, INT8_KIND = "deploy-fp32", "deploy-int8w7"
 CALIBRATION_FRAMES = 16
 
@@ -109,8 +109,8 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
 
 def fp32_model(checkpoint: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """The fp32 deployment graph (frames in; logits and labels out), exported on first use."""
-    from engine.checkpoint import load_checkpoint
-    from engine.export import export_onnx
+    from engine.model.checkpoint import load_checkpoint
+    from engine.runtime.export import export_onnx
 
     path = artifact_path(checkpoint, FP32_KIND, opset)
     if path.is_file():
@@ -138,7 +138,7 @@ def int8_model(
     path = artifact_path(checkpoint, INT8_KIND, key=calibration_key(calibration, count))
     if path.is_file():
         return path
-    from engine.quantize import quantize_graph
+    from engine.runtime.quantize import quantize_graph
 
     fp32 = fp32_model(checkpoint)
     write_atomically(path, lambda temporary: quantize_graph(checkpoint, fp32, calibration, count, temporary))

@@ -1,7 +1,7 @@
 """`rtformer doctor`: what this machine has, in one report (also the app's Help > System report).
 
 Versions, CPU features, CUDA devices, ONNX Runtime providers, which backends the app
-offers and why the others are unavailable (`engine.availability`, the Backend menu's
+offers and why the others are unavailable (`engine.runtime.availability`, the Backend menu's
 own logic), the cameras Qt lists, whether H.264 encoding works, where settings,
 caches and recordings go and whether they are writable, and what has been tested where.
 """
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine import resources
-from engine.availability import (
+from engine.runtime.availability import (
     BACKEND_CHOICES,
     auto_summary,
     cpuinfo_field,
@@ -135,7 +135,7 @@ def cuda() -> Section:
 
 
 def onnx_runtime() -> Section:
-    from engine.availability import onnxruntime_providers
+    from engine.runtime.availability import onnxruntime_providers
 
     section = Section("ONNX Runtime")
     section.add("providers", ", ".join(onnxruntime_providers()))
@@ -143,7 +143,7 @@ def onnx_runtime() -> Section:
 
 
 def openvino() -> Section:
-    from engine.backends import openvino_capabilities
+    from engine.runtime.backends import openvino_capabilities
 
     section = Section("OpenVINO")
     section.add("CPU precisions", ", ".join(sorted(openvino_capabilities())))
@@ -199,7 +199,7 @@ def encoding() -> Section:
     """Writes a short clip: H.264 works only if a real file comes out."""
     import numpy as np
 
-    from engine.video import VideoError, VideoWriter, read_frames
+    from engine.media import VideoError, VideoWriter, read_frames
 
     section = Section("Video encoding")
     with tempfile.TemporaryDirectory() as folder:
@@ -261,7 +261,7 @@ def support() -> Section:
 SECTIONS = (versions, cpu, cuda, onnx_runtime, openvino, backends, cameras, encoding, folders, support)
 
 
-def report() -> list[Section]:
+def system_report() -> list[Section]:
     """Every section; one that fails says so instead of stopping the report."""
     sections = []
     for make in SECTIONS:
@@ -272,7 +272,7 @@ def report() -> list[Section]:
     return sections
 
 
-def format_report(sections: list[Section]) -> str:
+def format_system_report(sections: list[Section]) -> str:
     width = max(len(name) for section in sections for name, _ in section.rows)
     lines = []
     for section in sections:

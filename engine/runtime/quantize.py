@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.checkpoint import read_checkpoint_info
-from engine.errors import BackendError
 from engine.media import list_images
-from engine.preprocess import Preprocessor
+from engine.model.checkpoint import read_checkpoint_info
+from engine.runtime.errors import BackendError
+from engine.runtime.preprocess import Preprocessor
 
 log = logging.getLogger("rtformer.engine")
 
@@ -37,7 +37,7 @@ def calibration_frames(source: str | Path, count: int) -> list[np.ndarray]:
             raise BackendError(f"cannot read calibration image(s): {', '.join(unreadable[:3])}")
         return frames
     if source.is_file():
-        from engine.video import probe, read_frames
+        from engine.media import probe, read_frames
 
         # Keep only the frames picked, spread over the declared length (the first
         # `count` when the container does not say how long it is).

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import BackendError
 from engine.resources import user_cache_dir
+from engine.runtime.errors import BackendError
 
 log = logging.getLogger("rtformer.engine")
 
@@ -89,7 +89,7 @@ def why_unavailable(choice: BackendChoice) -> str:
 
 def openvino_unavailable(precision: str) -> str:
     """Empty if OpenVINO can run `precision` on this CPU, else the reason."""
-    from engine.backends import openvino_capabilities
+    from engine.runtime.backends import openvino_capabilities
 
     try:
         capabilities = openvino_capabilities()
@@ -156,7 +156,7 @@ def accuracy_record_path(checkpoint: str | Path) -> Path:
 def accuracy_costs(checkpoint: str | Path) -> dict[str, float]:
     """mIoU points each "backend precision" loses against ONNX Runtime fp32 for this
     checkpoint, from its accuracy record; empty without a record for these exact weights."""
-    from engine.artifacts import file_digest
+    from engine.runtime.artifacts import file_digest
 
     path = accuracy_record_path(checkpoint)
     try:
@@ -203,8 +203,8 @@ def fastest_cpu_choice(
         raise BackendError(f"no CPU backend here runs backend={backend} precision={precision}")
     if len(candidates) == 1:
         return candidates[0]
-    from engine.artifacts import file_digest
-    from engine.preprocess import model_input_size
+    from engine.runtime.artifacts import file_digest
+    from engine.runtime.preprocess import model_input_size
 
     size = model_input_size(input_size, input_size) if input_size else (352, 480)
     key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration)
@@ -236,7 +236,7 @@ def time_candidates(
 ) -> dict[tuple[str, str], float]:
     """Median ms of each candidate on one random frame, timed interleaved round by round
     so that load from elsewhere on the machine slows them alike."""
-    from engine.backends import create_backend
+    from engine.runtime.backends import create_backend
 
     frames = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
     runners = {}

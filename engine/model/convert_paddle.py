@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.checkpoint import CheckpointError, CheckpointInfo, load_weights, save_checkpoint
-from engine.classes import class_set
-from engine.rtformer import RTFormer, RTFormerConfig, variant_config
+from engine.model.checkpoint import CheckpointError, CheckpointInfo, load_weights, save_checkpoint
+from engine.model.classes import class_set
+from engine.model.rtformer import RTFormer, RTFormerConfig, variant_config
 
 # Official name -> ours, applied in order to each key (regex on the whole name).
 NAME_RULES: tuple[tuple[str, str], ...] = (

@@ -7,10 +7,10 @@ lr multiplier 10 on DAPPM and heads. Every value is a `TrainConfig` field,
 settable from a TOML/JSON file and the command line.
 
 Exact resume: the learning rate is a function of the step, the data stream a
-function of (seed, position) (see `engine.data.EpochStream`), and the state
+function of (seed, position) (see `engine.training.data.EpochStream`), and the state
 file holds model, optimizer, grad scaler, step and the torch RNG.
 
-Several processes: start with `torchrun --nproc-per-node N -m engine.cli train ...`;
+Several processes: start with `torchrun --nproc-per-node N -m engine.commands.cli train ...`;
 DistributedDataParallel, SyncBatchNorm on GPUs (on CPU, DDP broadcasts rank 0's
 BN statistics each step), each rank reads its share of the stream, only rank 0
 writes.
@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import shlex
 import sys
 import time
-import tomllib
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -39,9 +35,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from engine.checkpoint import CheckpointInfo, save_checkpoint
-from engine.classes import CAMVID, ClassSet
-from engine.data import (
+from engine.model.checkpoint import CheckpointInfo, save_checkpoint
+from engine.model.classes import CAMVID, ClassSet
+from engine.model.rtformer import RTFormer, variant_config
+from engine.training.config import TrainConfig
+from engine.training.data import (
     IGNORE_INDEX,
     CombinedDataset,
     EpochStream,
@@ -50,99 +48,13 @@ from engine.data import (
     open_dataset,
     unlabelled_folder,
 )
-from engine.distill import TeacherTargets, class_weight_vector, distillation_loss, load_teacher
-from engine.evaluate import evaluate
-from engine.rtformer import RTFormer, variant_config
+from engine.training.distill import TeacherTargets, class_weight_vector, distillation_loss, load_teacher
+from engine.training.evaluate import evaluate
+from engine.training.loop import LOG_FILE, TrainingLoop, distributed_setup, pick_device, read_log
 
 STATE_FILE = "train_state.pt"
-LOG_FILE = "log.jsonl"
 # Steps timed to fit a time budget: after start-up (workers, cuDNN autotuning) settles.
 BUDGET_PROBE = (50, 150)
-
-
-@dataclass
-class TrainConfig:
-    variant: str = "slim"
-    model_overrides: dict = field(default_factory=dict)  # any RTFormerConfig field
-    dataset: str = "camvid"
-    data_root: str = "../shared/data/CamVid"
-    train_split: str = "train"
-    val_split: str = "val"
-    output: str = "runs/train"
-    iters: int = 10000
-    batch_size: int = 8  # per process and micro-batch
-    grad_accum: int = 1
-    crop_size: tuple[int, int] = (360, 480)  # (H, W)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    jitter: float = 0.4
-    lr: float = 4e-4
-    min_lr: float = 1e-6
-    warmup_iters: int = 1500
-    warmup_start_lr: float = 1e-6
-    weight_decay: float = 0.0125
-    betas: tuple[float, float] = (0.9, 0.999)
-    aux_weight: float = 0.4
-    lr_multiplier: float = 10.0  # on DAPPM and the heads
-    workers: int = 2
-    log_interval: int = 10
-    eval_interval: int = 1000
-    checkpoint_interval: int = 250
-    max_minutes: float = 0.0  # stop cleanly (state saved) after this wall time; 0 = no limit
-    # Fit the schedule to this wall time: the step rate measured early sets `iters`
-    # (never above the configured value), so the learning rate still decays to the end.
-    budget_minutes: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # mixed precision, on CUDA only
-    amp_dtype: str = "bfloat16"  # "float16" (with loss scaling) where the GPU lacks bfloat16
-    pretrained_backbone: str = ""  # a checkpoint whose matching tensors initialise the model
-    resume: bool = False
-    # Augmentation against one dataset's look (probabilities; 0 = off): see engine.data.TrainTransform.
-    stretch: float = 0.0
-    sky_prob: float = 0.0
-    hue_prob: float = 0.0
-    gamma_prob: float = 0.0
-    grayscale_prob: float = 0.0
-    blur_prob: float = 0.0
-    noise_prob: float = 0.0
-    jpeg_prob: float = 0.0
-    # Distillation (engine.distill): a teacher file enables it.
-    teacher: str = ""  # ESPNetv2 Cityscapes weights, merged to CamVid's classes
-    teacher_scale: float = 2.0  # the teacher's input: the image resized by this
-    teacher_targets: str = "cached"  # "cached" (computed once per image) or "online" (every crop)
-    teacher_cache: str = "runs/teacher-cache"
-    distill_weight: float = 1.0
-    distill_temperature: float = 1.0
-    distill_labelled_weight: float = 1.0  # on pixels that have a label (1 = like every other pixel)
-    distill_class_weights: dict = field(default_factory=dict)  # class name -> weight, by the teacher's class
-    unlabelled: tuple[str, ...] = ()  # image folders trained on under the teacher alone
-
-    def replace(self, **values) -> TrainConfig:
-        return replace_config(self, values, "training")
-
-
-def replace_config(config, values: dict, what: str):
-    """`dataclasses.replace` that refuses unknown fields by name and takes lists for tuple
-    fields (TOML, JSON and argparse give lists)."""
-    for key in values:
-        if not hasattr(config, key):
-            raise ValueError(f"unknown {what} option {key!r}")
-    values = {k: tuple(v) if isinstance(getattr(config, k), tuple) else v for k, v in values.items()}
-    return dataclasses.replace(config, **values)
-
-
-def save_atomically(state: dict, path: Path) -> None:
-    """torch.save through a temporary file: a crash never leaves half a file at `path`."""
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)
-
-
-def read_config_file(path: str | Path) -> dict:
-    """Field values from a .toml or .json file (validated by the config's `replace`)."""
-    path = Path(path)
-    text = path.read_text()
-    return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -223,12 +135,32 @@ def load_backbone(model: RTFormer, path: str | Path) -> list[str]:
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.rank, self.world_size = _distributed_setup()
+        self.rank, self.world_size = distributed_setup()
         self.device = pick_device(config.device, self.rank)
         self.output = Path(config.output)
         self.is_main = self.rank == 0
         torch.manual_seed(config.seed)
+        self.open_data()
+        self.model = self.build_model()
+        self.loop = self.build_loop()
+        if config.pretrained_backbone:
+            copied = load_backbone(self.model, config.pretrained_backbone)
+            self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # crops have one size: autotune once, then reuse
+        self.step = 0
+        self.best_miou = -1.0
+        if config.resume:
+            self.load_state()
+        # After the model: the teacher is built under its own RNG, the model's initial
+        # weights come from the seed alone.
+        self.setup_distillation()
+        self.stream = EpochStream(self.train_set, make_transform(config, self.classes), self.cached_targets)
+        self.network = self.wrap_for_ranks()
 
+    def open_data(self) -> None:
+        """The training set (labelled, plus unlabelled folders) and the validation set."""
+        config = self.config
         labelled = open_dataset(config.dataset, config.data_root, config.train_split)
         self.val_set = (
             open_dataset(config.dataset, config.data_root, config.val_split) if config.val_split else None
@@ -243,39 +175,44 @@ class Trainer:
         if config.unlabelled:
             folders = [unlabelled_folder(f, self.classes, self.input_size) for f in config.unlabelled]
             self.train_set = CombinedDataset([labelled, *folders])
-        self.setup_distillation()
-        self.stream = EpochStream(self.train_set, make_transform(config, self.classes), self.cached_targets)
 
+    def build_model(self) -> RTFormer:
+        config = self.config
         model_config = variant_config(
             config.variant, num_classes=self.classes.num_classes, **config.model_overrides
         )
-        self.model = RTFormer(model_config).to(self.device)
-        if config.pretrained_backbone:
-            copied = load_backbone(self.model, config.pretrained_backbone)
-            self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
-        self.optimizer = torch.optim.AdamW(
+        return RTFormer(model_config).to(self.device)
+
+    def build_loop(self) -> TrainingLoop:
+        """AdamW with the official lr multiplier on DAPPM and the heads, in the shared loop."""
+        config = self.config
+        optimizer = torch.optim.AdamW(
             self.model.parameter_groups(config.lr_multiplier),
             lr=config.lr,
             betas=config.betas,
             weight_decay=config.weight_decay,
         )
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.amp_dtype = amp_dtype(config.amp_dtype) if self.use_amp else torch.float32
-        # bfloat16 has float32's range: only float16 needs its loss scaled against underflow.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # crops have one size: autotune once, then reuse
-        self.step = 0
-        self.best_miou = -1.0
-        if config.resume:
-            self.load_state()
+        return TrainingLoop(
+            self.model,
+            optimizer,
+            self.device,
+            self.output,
+            state_file=STATE_FILE,
+            amp=config.amp,
+            amp_dtype_name=config.amp_dtype,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
-        self.network: torch.nn.Module = self.model
-        if self.world_size > 1:
-            if self.device.type == "cuda":
-                self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.network, device_ids=device_ids)
+    def wrap_for_ranks(self) -> torch.nn.Module:
+        """The model as each step runs it: DistributedDataParallel over several ranks."""
+        if self.world_size == 1:
+            return self.model
+        network: torch.nn.Module = self.model
+        if self.device.type == "cuda":
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(network, device_ids=device_ids)
 
     def setup_distillation(self) -> None:
         """The teacher (online) or its cached answers, and the per-class weights."""
@@ -315,8 +252,7 @@ class Trainer:
         probe_times: dict[int, float] = {}
         while self.step < until:
             lr = learning_rate(config, self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group["lr_multiplier"]
+            self.loop.set_learning_rate(lr)
             loss = self.train_step(loader)
             self.step += 1
             window_images += config.batch_size * config.grad_accum * self.world_size
@@ -373,7 +309,7 @@ class Trainer:
         return int(tensor.item())
 
     def train_step(self, loader) -> float:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.loop.zero_grad()
         total = 0.0
         for micro in range(self.config.grad_accum):
             batch = [tensor.to(self.device, non_blocking=True) for tensor in next(loader)]
@@ -384,17 +320,14 @@ class Trainer:
                     targets = self.teacher.probabilities(images)
             last = micro == self.config.grad_accum - 1
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
-            with sync, torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            with sync, self.loop.autocast():
                 outputs = self.network(images)
                 loss, _ = segmentation_loss(outputs, labels, self.config.aux_weight)
                 if targets is not None:
                     loss = loss + self.config.distill_weight * self.distill(outputs, labels, targets)
-                self.scaler.scale(loss / self.config.grad_accum).backward()
+                self.loop.backward(loss, self.config.grad_accum)
             total += loss.item() / self.config.grad_accum
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if not math.isfinite(total):
-            raise FloatingPointError(f"loss became {total} at step {self.step}")
+        self.loop.optimizer_step(total, self.step)
         return total
 
     def distill(self, outputs, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -457,51 +390,33 @@ class Trainer:
         save_checkpoint(self.output / name, self.model, info)
 
     def save_state(self) -> None:
-        if self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            state = {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "step": self.step,
-                "iters": self.config.iters,  # may have been fitted to a time budget
-                "best_miou": self.best_miou,
-                "torch_rng": torch.get_rng_state(),
-                "config": json.dumps(dataclasses.asdict(self.config)),
-            }
-            save_atomically(state, self.output / STATE_FILE)
-        self.barrier()
+        self.loop.save_state(
+            step=self.step,
+            iters=self.config.iters,  # may have been fitted to a time budget
+            best_miou=self.best_miou,
+            torch_rng=torch.get_rng_state(),
+            config=json.dumps(dataclasses.asdict(self.config)),
+        )
 
     def load_state(self) -> None:
-        path = self.output / STATE_FILE
-        if not path.is_file():
+        state = self.loop.load_state()
+        if state is None:
             self.say(f"nothing to resume in {self.output}; starting from step 0")
             return
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         self.step, self.best_miou = state["step"], state["best_miou"]
         if self.config.budget_minutes and self.step >= BUDGET_PROBE[1]:
             self.config = self.config.replace(iters=state["iters"])  # the schedule already fitted
         torch.set_rng_state(state["torch_rng"])
-        if self.is_main:
-            truncate_log(self.output / LOG_FILE, self.step)
-        self.say(f"resumed from {path} at step {self.step}")
+        self.say(f"resumed from {self.loop.state_path} at step {self.step}")
 
     def log(self, entry: dict) -> None:
-        if self.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            with open(self.output / LOG_FILE, "a") as log:
-                log.write(json.dumps({**entry, "time": time.time()}) + "\n")
+        self.loop.log(entry)
 
     def say(self, message: str) -> None:
-        if self.is_main:
-            tqdm.write(message)
+        self.loop.say(message)
 
     def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
+        self.loop.barrier()
 
 
 # ---------------------------------------------------------------- helpers
@@ -534,48 +449,8 @@ def _quiet_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def amp_dtype(name: str) -> torch.dtype:
-    if name not in ("bfloat16", "float16"):
-        raise ValueError(f"amp_dtype must be bfloat16 or float16, not {name!r}")
-    if name == "bfloat16" and not torch.cuda.is_bf16_supported():
-        return torch.float16  # GPUs before Ampere
-    return getattr(torch, name)
-
-
-def pick_device(name: str, rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for, but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    return torch.device(name)
-
-
-def _distributed_setup() -> tuple[int, int]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
 def training_command() -> str:
     return "rtformer " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]) if sys.argv else ""
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log entries past `step` (written after the last saved state)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
 
 
 def plot_curves(log_path: Path, png_path: Path) -> None:

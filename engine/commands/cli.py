@@ -8,17 +8,17 @@ import os
 import sys
 from pathlib import Path
 
-from engine.checkpoint import CheckpointError, read_checkpoint_info
-from engine.classes import CLASS_SETS
-from engine.data import DatasetError
+from engine.media import VideoError
+from engine.model.checkpoint import CheckpointError, read_checkpoint_info
+from engine.model.classes import CLASS_SETS
+from engine.model.rtformer import VARIANTS, build_model, count_parameters
 from engine.resources import shipped_weights
-from engine.rtformer import VARIANTS, build_model, count_parameters
-from engine.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
-from engine.video import VideoError
+from engine.runtime.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
+from engine.training.data import DatasetError
 
 
 def cmd_convert_paddle(args: argparse.Namespace) -> None:
-    from engine.convert_paddle import convert_paddle
+    from engine.model.convert_paddle import convert_paddle
 
     output = convert_paddle(args.weights, args.output, args.variant, args.num_classes, args.dataset)
     info = read_checkpoint_info(output)
@@ -54,30 +54,30 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
-    from engine.doctor import format_report, report, report_json
+    from engine.runtime.doctor import format_system_report, report_json, system_report
 
-    sections = report()
-    print(report_json(sections) if args.json else format_report(sections))
+    sections = system_report()
+    print(report_json(sections) if args.json else format_system_report(sections))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from engine.train import Trainer
+    from engine.training.train import Trainer
 
     Trainer(config_from_args(args)).run()
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from engine.pretrain import pretrain
+    from engine.training.pretrain import pretrain
 
     metrics = pretrain(config_from_args(args))
     print(json.dumps(metrics))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from engine.checkpoint import load_checkpoint
-    from engine.data import open_dataset
-    from engine.evaluate import evaluate
-    from engine.train import pick_device
+    from engine.model.checkpoint import load_checkpoint
+    from engine.training.data import open_dataset
+    from engine.training.evaluate import evaluate
+    from engine.training.loop import pick_device
 
     dataset = open_dataset(args.dataset, args.data_root, args.split)
     info = read_checkpoint_info(args.checkpoint)
@@ -87,8 +87,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"{args.dataset} has {dataset.classes.num_classes}"
         )
     if args.backend:  # the deployed path: a Segmenter on that backend and precision
-        from engine.evaluate import evaluate_segmenter
-        from engine.segmenter import Segmenter
+        from engine.runtime.segmenter import Segmenter
+        from engine.training.evaluate import evaluate_segmenter
 
         segmenter = Segmenter(
             args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
@@ -106,9 +106,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_teacher(args: argparse.Namespace) -> None:
-    from engine.data import open_dataset
-    from engine.espnetv2 import CamVidTeacher, load_espnetv2
-    from engine.evaluate import evaluate
+    from engine.training.data import open_dataset
+    from engine.training.espnetv2 import CamVidTeacher, load_espnetv2
+    from engine.training.evaluate import evaluate
 
     dataset = open_dataset("camvid", args.data_root, args.split)
     teacher = CamVidTeacher(load_espnetv2(args.weights), scale=args.scale)
@@ -120,8 +120,8 @@ def cmd_eval_teacher(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from engine.probe import TeacherReference, list_frames, probe, side_by_side_writer
-    from engine.segmenter import Segmenter
+    from engine.runtime.segmenter import Segmenter
+    from engine.training.probe import TeacherReference, list_frames, probe, side_by_side_writer
 
     segmenter = Segmenter(
         args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
@@ -149,8 +149,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    from engine.segment import segment_path
-    from engine.segmenter import Segmenter
+    from engine.commands.segment_files import segment_path
+    from engine.runtime.segmenter import Segmenter
 
     segmenter = Segmenter(
         args.checkpoint,
@@ -171,8 +171,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from engine.backends import cuda_available
-    from engine.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench, write_json
+    from engine.commands.bench import DEFAULT_SIZES, LARGE_SIZE, run_bench, write_json
+    from engine.runtime.backends import cuda_available
 
     sizes = DEFAULT_SIZES + ((LARGE_SIZE,) if args.large else ())
     weights = {variant: path for variant, path in shipped_weights().items() if path.is_file()}
@@ -206,7 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_quantize(args: argparse.Namespace) -> None:
     import shutil
 
-    from engine.artifacts import int8_model
+    from engine.runtime.artifacts import int8_model
 
     output = int8_model(args.checkpoint, args.calibration, args.count)
     if args.output:  # a copy where the user wants it; the app and segment use the cached one
@@ -244,7 +244,7 @@ def config_from_args(args: argparse.Namespace):
     """The config: defaults, then the --config file, then each option given."""
     import dataclasses
 
-    from engine.train import read_config_file
+    from engine.training.config import read_config_file
 
     config = args.config_class()
     if args.config:
@@ -254,8 +254,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.pretrain import PretrainConfig
-    from engine.train import TrainConfig
+    from engine.training.config import TrainConfig
+    from engine.training.pretrain import PretrainConfig
 
     parser = argparse.ArgumentParser(prog="rtformer", description="RTFormer Studio engine")
     commands = parser.add_subparsers(dest="command", required=True)

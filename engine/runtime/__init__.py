@@ -1,0 +1,37 @@
+"""Running a checkpoint on frames: the public API the app and the commands use.
+
+Inside, each module imports only those before it: `errors`, `preprocess`,
+`postprocess`, `export` and `quantize` (how graphs are made), `artifacts` (the one
+owner of ONNX models, INT8 models and the OpenVINO cache: names, building, repair),
+`backends` (PyTorch, ONNX Runtime, OpenVINO: they only open artefacts),
+`availability` (which backends this machine runs and the measured auto choice),
+`render` (the one renderer), `segmenter` (the facade) and `doctor` (the system
+report). Modules inside the runtime import each other by module, never through
+this package.
+"""
+
+from engine.runtime.availability import (
+    BACKEND_CHOICES,
+    BackendChoice,
+    default_backend,
+    onnxruntime_conflict,
+    why_unavailable,
+)
+from engine.runtime.doctor import format_system_report, system_report
+from engine.runtime.errors import BackendError
+from engine.runtime.render import render
+from engine.runtime.segmenter import VIEWS, Segmenter
+
+__all__ = [
+    "BACKEND_CHOICES",
+    "VIEWS",
+    "BackendChoice",
+    "BackendError",
+    "Segmenter",
+    "default_backend",
+    "format_system_report",
+    "onnxruntime_conflict",
+    "render",
+    "system_report",
+    "why_unavailable",
+]
