@@ -1,14 +1,12 @@
-"""The main window: it only wires signals and paints; the services do the work."""
+"""The main window: widgets, menus and painting, wired to the session (app/session.py),
+which does the work. The window keeps no state of its own beyond its widgets."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QImage, QKeySequence, QPainter, QPixmap
@@ -30,27 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.services import (
-    STAGES,
-    CaptureService,
-    InferenceService,
-    LatestSlot,
-    LoadedModel,
-    Mailbox,
-    ModelRequest,
-    RecorderService,
-    Result,
-    RollingStats,
-    compose,
-)
-from app.sources import CameraSource, FakeCamera, FrameSource, source_for
+from app.services import Result, RollingStats
+from app.session import Session, read_setting, variant_name
+from app.sources import CameraSource, FakeCamera, FrameSource
 from engine.cameras import list_cameras
-from engine.media import VideoError
-from engine.resources import camvid_demo_video, demo_video, recordings_dir, shipped_weights
-from engine.runtime import BACKEND_CHOICES, VIEWS, BackendChoice, Segmenter, default_backend, why_unavailable
+from engine.resources import camvid_demo_video, demo_video, shipped_weights
+from engine.runtime import BACKEND_CHOICES, VIEWS, why_unavailable
 
 log = logging.getLogger("rtformer.app")
-MAX_RECENT = 8
 
 
 SHORTCUTS = (
@@ -64,22 +49,6 @@ SHORTCUTS = (
     ("Ctrl+O", "open a file"),
     ("F1", "this help"),
 )
-
-
-def read_setting(settings: QSettings, key: str, default, convert=None):
-    """A stored setting converted with `convert` (default: the default's type); the default
-    when it is missing or damaged (a hand-edited or corrupt settings file must not stop the app)."""
-    value = settings.value(key, default)
-    try:
-        return (convert or type(default))(value)
-    except (TypeError, ValueError):
-        log.warning("ignoring the damaged setting %s=%r", key, value)
-        return default
-
-
-def variant_name(variant: str) -> str:
-    """What the menus and readouts call a shipped variant: "slim" -> "RTFormer-Slim"."""
-    return f"RTFormer-{variant.capitalize()}"
 
 
 class VideoView(QWidget):
@@ -127,8 +96,9 @@ class VideoView(QWidget):
 
 
 class MainWindow(QMainWindow):
-    """The services report into `mailbox` from their threads; `drain_mailbox`, on a QTimer
-    on the GUI thread, hands each item to its handler (see app/services.py's thread rule)."""
+    """Widgets and menus over a `Session`; implements `app.session.SessionView`. The
+    services report into the session's mailbox from their threads; a QTimer on the GUI
+    thread drains it (see app/services.py's thread rule)."""
 
     MAILBOX_INTERVAL_MS = 5  # at most 5 ms added to a frame's latency; the GUI thread wakes 200/s
 
@@ -136,70 +106,24 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("RTFormer Studio")
         self.settings = settings or QSettings("RTFormer Studio", "RTFormer Studio")
-        self.weights = dict(weights or shipped_weights())
-        self.stats = RollingStats()
-        self.mailbox = Mailbox()
-        self.slot = LatestSlot(self.stats)
-        send = self.mailbox.sender
-        self.capture = CaptureService(
-            self.slot,
-            self.stats,
-            send("error"),
-            send("position", latest=True),
-            on_lost=send("source_lost"),
-            on_status=send("status"),
-        )
-        self.inference = InferenceService(
-            self.slot,
-            self.stats,
-            send("result", latest=True),
-            send("error"),
-            send("model"),
-            send("load_failed"),
-        )
-        self.handlers = {
-            "error": self.show_error,
-            "status": lambda message: self.statusBar().showMessage(message, 5000),
-            "source_lost": self.on_source_lost,
-            "model": self.on_model,
-            "load_failed": self.on_load_failed,
-            "position": self.on_position,
-            "result": self.on_result,
-        }
-        self.recorder: RecorderService | None = None
-        self.last_recording: Path | None = None
-        self.source: FrameSource | None = None
-        self.result: Result | None = None
-        self.model_name = ""
-        self.checkpoint: Path | None = None
-        self.requested: ModelRequest | None = None  # the model last asked for
-        self.backend_choice = default_backend()  # the active model's backend, once one runs
-        self.results_seen = 0
-        # Called with each Result once painted. Plain callables, not a Signal: in PySide6 6.12.0
-        # every Python-side emit() takes a reference to True it never gave (see app/services.py).
-        self.frame_listeners: list[Callable[[Result], None]] = []
-
+        self.session = Session(self, self.settings, dict(weights or shipped_weights()))
         self._build_widgets()
         self._build_menus()
         self._wire()
         self._restore_settings()
-        self.inference.start()
-        self.mailbox_timer = QTimer(self, interval=self.MAILBOX_INTERVAL_MS, timeout=self.drain_mailbox)
+        self.mailbox_timer = QTimer(self, interval=self.MAILBOX_INTERVAL_MS, timeout=self.session.drain)
         self.mailbox_timer.start()
         self.readout_timer = QTimer(self, interval=500, timeout=self.update_readouts)
         self.readout_timer.start()
 
-    def drain_mailbox(self) -> None:
-        """Deliver what the services posted, on the GUI thread."""
-        for kind, value in self.mailbox.drain():
-            self.handlers[kind](value)
-        if self.recorder is not None and self.recorder.failed:
-            self.stop_recording()  # the recorder said why; close the file and show it
+    def start(self, source: str | None = None, checkpoint: str | None = None) -> None:
+        """Open the given (or last, or demo) source and load the given (or last, or Slim) model."""
+        self.session.start(source, checkpoint)
 
     # ------------------------------------------------------------ layout
 
     def _build_widgets(self) -> None:
-        self.view = VideoView(self.stats)
+        self.view = VideoView(self.session.stats)
         self.banner = QLabel(wordWrap=True)
         self.banner.setStyleSheet("background:#7a1f1f;color:white;padding:6px;")
         self.banner.hide()
@@ -271,12 +195,14 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &folder of images...", self.open_folder_dialog)
         self._action(file_menu, "Open stream &URL...", self.open_url_dialog)
         self._action(
-            file_menu, "Open the &demo video (a sunny drive)", lambda: self.open_location(str(demo_video()))
+            file_menu,
+            "Open the &demo video (a sunny drive)",
+            lambda: self.session.open_location(str(demo_video())),
         )
         self._action(
             file_menu,
             "Open the &CamVid demo (Cambridge)",
-            lambda: self.open_location(str(camvid_demo_video())),
+            lambda: self.session.open_location(str(camvid_demo_video())),
         )
         self.recent_menu = file_menu.addMenu("&Recent")
         self._action(file_menu, "Recordings &folder...", self.choose_output_folder)
@@ -291,11 +217,13 @@ class MainWindow(QMainWindow):
         model_menu.setToolTipsVisible(True)
         self.model_actions: dict[str, QAction] = {}
         for variant in ("slim", "base"):
-            action = self._action(model_menu, variant_name(variant), lambda v=variant: self.choose_model(v))
+            action = self._action(
+                model_menu, variant_name(variant), lambda v=variant: self.session.choose_model(v)
+            )
             action.setCheckable(True)
-            if not self.weights[variant].is_file():
+            if not self.session.weights[variant].is_file():
                 action.setEnabled(False)
-                action.setToolTip(f"not shipped yet: {self.weights[variant].name} is missing")
+                action.setToolTip(f"not shipped yet: {self.session.weights[variant].name} is missing")
             self.model_actions[variant] = action
         model_menu.addSeparator()
         self._action(model_menu, "Load &checkpoint...", self.load_checkpoint_dialog)
@@ -306,7 +234,7 @@ class MainWindow(QMainWindow):
         self.backend_actions: dict[str, QAction] = {}
         for choice in BACKEND_CHOICES:
             reason = why_unavailable(choice)
-            action = self._action(backend_menu, choice.label, lambda c=choice: self.choose_backend(c))
+            action = self._action(backend_menu, choice.label, lambda c=choice: self.session.choose_backend(c))
             action.setCheckable(True)
             group.addAction(action)
             if reason:
@@ -334,8 +262,8 @@ class MainWindow(QMainWindow):
         playback = bar.addMenu("&Playback")
         self._action(playback, "Play / pause", self.toggle_pause, "Space")
         self._action(playback, "Step", self.step, "Right")
-        self.record_action = self._action(playback, "Record", self.toggle_recording, "R")
-        self._action(playback, "Snapshot", self.snapshot, "S")
+        self.record_action = self._action(playback, "Record", self.session.toggle_recording, "R")
+        self._action(playback, "Snapshot", self.session.snapshot, "S")
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", self.show_help, "F1")
@@ -349,40 +277,41 @@ class MainWindow(QMainWindow):
         menu.addAction(action)
         return action
 
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda checked=False: slot())
+        menu.addAction(action)
+        return action
+
     def _wire(self) -> None:
-        self.view.on_dropped = self.open_location
-        self.view.on_resized = lambda size: setattr(self.inference, "display_size", size)
+        session = self.session
+        self.view.on_dropped = session.open_location
+        self.view.on_resized = session.set_display_size
         self.play_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
         self.seek_slider.sliderReleased.connect(self.seek_to_slider)
-        self.loop_box.toggled.connect(lambda on: setattr(self.capture, "loop", on))
-        self.record_button.clicked.connect(self.toggle_recording)
-        self.snapshot_button.clicked.connect(self.snapshot)
+        session.set_looping(self.loop_box.isChecked())
+        self.loop_box.toggled.connect(session.set_looping)
+        self.record_button.clicked.connect(session.toggle_recording)
+        self.snapshot_button.clicked.connect(session.snapshot)
         self.view_box.currentTextChanged.connect(self.set_view)
-        self.opacity_slider.valueChanged.connect(lambda value: self.change_view(alpha=value / 100))
+        self.opacity_slider.valueChanged.connect(lambda value: session.change_view(alpha=value / 100))
         self.legend.itemChanged.connect(self.on_legend_toggled)
 
-    # ------------------------------------------------------------ sources
+    def _restore_settings(self) -> None:
+        """Apply the stored settings; a damaged value is ignored (and logged), never fatal."""
+        geometry = self.settings.value("geometry")
+        if isinstance(geometry, QByteArray) and not self.restoreGeometry(geometry):
+            log.warning("ignoring the damaged setting geometry")
+        view = self.settings.value("view", "overlay")
+        if view in VIEWS:
+            self.view_box.setCurrentText(view)
+        self.opacity_slider.setValue(min(100, max(0, read_setting(self.settings, "opacity", 50))))
+        self.fill_recent_menu()
 
-    def open_location(self, location: str) -> None:
-        self.start_source(source_for(location))
-        self.remember_recent(location)
-
-    def start_source(self, source: FrameSource) -> None:
-        """Switch sources: the recording (if any) is closed first, the old source released."""
-        self.stop_recording()
-        self.source = source
-        self.capture.loop = self.loop_box.isChecked()
-        self.capture.set_paused(False)
-        self.play_button.setText("Pause")
-        self.capture.start(source)
-        seekable = source.seekable
-        for widget in (self.seek_slider, self.step_button, self.loop_box):
-            widget.setEnabled(seekable)
-        self.statusBar().showMessage(f"source: {source.name}", 5000)
-        if not isinstance(source, (CameraSource, FakeCamera)):
-            location = str(getattr(source, "path", ""))
-            self.settings.setValue("source", location)
+    # ------------------------------------------------------------ dialogs and menus
 
     def open_file_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a video or an image")
@@ -399,284 +328,44 @@ class MainWindow(QMainWindow):
         if ok and url.strip():
             self.open_location(url.strip())
 
-    def remember_recent(self, location: str) -> None:
-        recent = [location] + [r for r in self.recent_files() if r != location]
-        self.settings.setValue("recent", recent[:MAX_RECENT])
+    def open_location(self, location: str) -> None:
+        self.session.open_location(location)
         self.fill_recent_menu()
-
-    def recent_files(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
 
     def fill_recent_menu(self) -> None:
         self.recent_menu.clear()
-        for location in self.recent_files():
+        for location in self.session.recent_files():
             self._action(self.recent_menu, location, lambda loc=location: self.open_location(loc))
 
     def fill_camera_menu(self) -> None:
         self.camera_menu.clear()
         self.camera_menu.setToolTipsVisible(True)
+        start = self.session.start_source
         for device_id, name, resolutions in list_cameras():
             submenu = self.camera_menu.addMenu(name)
             for width, height in resolutions:
                 self._action(
                     submenu,
                     f"{width}x{height}",
-                    lambda d=device_id, n=name, r=(width, height): self.start_source(CameraSource(d, n, r)),
+                    lambda d=device_id, n=name, r=(width, height): start(CameraSource(d, n, r)),
                 )
         if not self.camera_menu.actions():
             none = self._action(self.camera_menu, "No camera found", lambda: None)
             none.setEnabled(False)
         self.camera_menu.addSeparator()
-        self._action(self.camera_menu, "Test pattern (fake camera)", lambda: self.start_source(FakeCamera()))
-
-    # ------------------------------------------------------------ models and backends
-
-    def choose_model(self, variant: str) -> None:
-        self.load_model(self.weights[variant], variant_name(variant))
+        self._action(self.camera_menu, "Test pattern (fake camera)", lambda: start(FakeCamera()))
 
     def load_checkpoint_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a checkpoint", "", "Checkpoints (*.safetensors)")
         if path:
-            self.load_model(Path(path), Path(path).name)
-
-    def choose_backend(self, choice: BackendChoice) -> None:
-        """Reload the current model on `choice`; the menus follow once it runs (or roll back)."""
-        model = self.inference.model
-        request = model.request if model is not None else self.requested
-        if request is not None:
-            self.load_model(request.checkpoint, request.name, choice)
-
-    def load_model(self, checkpoint: Path, name: str, choice: BackendChoice | None = None) -> None:
-        """Load in the background; the stream keeps running on the current model. Nothing
-        (menus, settings) records the new choice until the new model has run."""
-        choice = choice or self.backend_choice
-        self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
-        # INT8 is calibrated on the bundled frames (engine.runtime.artifacts.default_calibration):
-        # the model card measures that model, and it is built once and cached.
-        # The first time on a machine, auto builds INT8 models and times the candidates:
-        # 15 s for Slim, 24 s for Base on this project's 2-core machine; then it is remembered.
-        first_time = (
-            " (timing the backends if this is the first time here)" if choice.backend == "auto" else ""
-        )
-        self.statusBar().showMessage(f"loading {request.description}{first_time}...")
-
-        def factory() -> Segmenter:
-            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision)
-
-        self.inference.load_model(factory, request)
-
-    def on_model(self, model: LoadedModel) -> None:
-        """A model runs now (a new one, or the previous one back after a failed switch)."""
-        request, segmenter = model.request, model.segmenter
-        self.model_name, self.checkpoint = request.name, request.checkpoint
-        self.backend_choice = next(c for c in BACKEND_CHOICES if c.label == request.backend)
-        self.sync_model_menus()
-        self.fill_legend(segmenter)
-        self.settings.setValue("checkpoint", str(self.checkpoint))
-        self.settings.setValue("backend", self.backend_choice.label)
-        self.statusBar().showMessage(f"{self.model_name} ready on {segmenter.description}", 5000)
-        self.update_readouts()
-
-    def on_load_failed(self, request: ModelRequest) -> None:
-        self.sync_model_menus()  # the menus go back to what still runs
-
-    def sync_model_menus(self) -> None:
-        """Tick the model and backend that run now (none while nothing runs)."""
-        running = self.inference.model is not None
-        for variant, action in self.model_actions.items():
-            action.setChecked(running and self.checkpoint == self.weights[variant])
-        for label, action in self.backend_actions.items():
-            action.setChecked(running and label == self.backend_choice.label)
-
-    def fill_legend(self, segmenter: Segmenter) -> None:
-        hidden = self.inference.view.hidden
-        self.legend.blockSignals(True)
-        self.legend.clear()
-        for index, (name, colour) in enumerate(
-            zip(segmenter.class_names, segmenter.info.palette, strict=True)
-        ):
-            swatch = QPixmap(14, 14)
-            swatch.fill(QColor(*colour))
-            item = QListWidgetItem(QIcon(swatch), name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Unchecked if index in hidden else Qt.CheckState.Checked)
-            item.setData(Qt.ItemDataRole.UserRole, index)
-            self.legend.addItem(item)
-        self.legend.blockSignals(False)
-
-    def on_legend_toggled(self, item: QListWidgetItem) -> None:
-        index = item.data(Qt.ItemDataRole.UserRole)
-        hidden = set(self.inference.view.hidden)
-        (hidden.discard if item.checkState() == Qt.CheckState.Checked else hidden.add)(index)
-        self.change_view(hidden=frozenset(hidden))
-
-    def change_view(self, **changes) -> None:
-        """Replace the view settings as a whole (the inference thread reads them once a frame)."""
-        self.inference.view = replace(self.inference.view, **changes)
-
-    # ------------------------------------------------------------ results and readouts
-
-    def on_result(self, result: Result) -> None:
-        self.result = result
-        self.results_seen += 1
-        self.view.show_picture(result.picture)
-        for listener in self.frame_listeners:
-            listener(result)
-        if self.results_seen % 5 == 0:
-            self.update_legend_shares(result.class_share)
-
-    def update_legend_shares(self, share: np.ndarray) -> None:
-        segmenter = self.inference.segmenter
-        if segmenter is None or self.legend.count() != len(share):
-            return
-        self.legend.blockSignals(True)
-        for index in range(self.legend.count()):
-            self.legend.item(index).setText(f"{segmenter.class_names[index]}  {share[index] * 100:5.1f}%")
-        self.legend.blockSignals(False)
-
-    def readout_text(self) -> str:
-        stats = self.stats
-        segmenter = self.inference.segmenter
-        lines = [
-            f"capture   {stats.fps('capture'):5.1f} FPS",
-            f"inference {stats.fps('inferred'):5.1f} FPS",
-            f"display   {stats.fps('display'):5.1f} FPS",
-            "latency ms   p50    p95",
-        ]
-        for stage in STAGES:
-            p50, p95 = stats.percentiles(stage)
-            lines.append(f"{stage:11} {p50:6.1f} {p95:6.1f}")
-        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped_counts().items()) or "none"
-        lines.append(f"dropped: {dropped}")
-        if segmenter is not None:
-            lines.append(f"model: {self.model_name}")
-            lines.append(f"backend: {segmenter.description}")
-        if self.inference.loading:
-            lines.append("loading a model...")
-        return "\n".join(lines)
-
-    def update_readouts(self) -> None:
-        self.readouts.setText(self.readout_text())
-        segmenter = self.inference.segmenter
-        if segmenter is not None:
-            self.model_label.setText(f"{self.model_name} | {segmenter.description}")
-        if self.recorder is not None:
-            elapsed = int(self.recorder.elapsed)
-            self.recording_label.setText(f"● REC {elapsed // 60:02d}:{elapsed % 60:02d}")
-
-    def on_position(self, seconds: float) -> None:
-        duration = self.source.duration if self.source is not None else 0
-        self.time_label.setText(f"{int(seconds) // 60}:{int(seconds) % 60:02d}")
-        if duration and not self.seek_slider.isSliderDown():
-            self.seek_slider.setValue(int(seconds / duration * 1000))
-
-    def on_source_lost(self, message: str) -> None:
-        """A live source went away mid-stream: close the recording cleanly, say so; the
-        capture service is already trying to reconnect."""
-        self.stop_recording()
-        self.show_error(message)
-
-    def show_error(self, message: str) -> None:
-        log.warning("%s", message)
-        self.banner.setText(f"⚠ {message}  (click to dismiss)")
-        self.banner.show()
-        self.statusBar().showMessage(message, 10000)
-
-    # ------------------------------------------------------------ controls
-
-    def toggle_pause(self) -> None:
-        paused = not self.capture.paused
-        self.capture.set_paused(paused)
-        self.play_button.setText("Play" if paused else "Pause")
-
-    def step(self) -> None:
-        if not self.capture.paused:
-            self.toggle_pause()
-        self.capture.step()
-
-    def seek_to_slider(self) -> None:
-        if self.source is not None and self.source.duration:
-            self.capture.seek(self.seek_slider.value() / 1000 * self.source.duration)
-
-    def set_view(self, view: str) -> None:
-        self.change_view(view=view)
-        self.settings.setValue("view", view)
-
-    def next_view(self) -> None:
-        self.view_box.setCurrentIndex((self.view_box.currentIndex() + 1) % self.view_box.count())
-
-    def toggle_full_screen(self) -> None:
-        self.showNormal() if self.isFullScreen() else self.showFullScreen()
-
-    def output_folder(self) -> Path:
-        """Where recordings and snapshots go (created on first use)."""
-        default = recordings_dir()
-        folder = Path(read_setting(self.settings, "output_folder", str(default)))
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+            self.session.load_model(Path(path), Path(path).name)
 
     def choose_output_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(
-            self, "Recordings and snapshots go to", str(self.output_folder())
+            self, "Recordings and snapshots go to", str(self.session.output_folder())
         )
         if folder:
-            self.settings.setValue("output_folder", folder)
-            self.statusBar().showMessage(f"recordings and snapshots go to {folder}", 5000)
-
-    def toggle_recording(self) -> None:
-        if self.recorder is None:
-            self.start_recording()
-        else:
-            self.stop_recording()
-
-    def start_recording(self) -> None:
-        try:
-            path = unused_path(self.output_folder(), "rtformer-%Y%m%d-%H%M%S", ".mp4")
-            self.recorder = RecorderService(path, self.stats, self.mailbox.sender("error"))
-        except (VideoError, OSError) as error:
-            self.show_error(f"cannot record: {error}")
-            return
-        self.inference.recorder = self.recorder
-        if self.recorder.codec not in ("libx264", "h264"):
-            self.show_error(f"H.264 is not available here: recording with {self.recorder.codec} instead")
-        self.record_button.setText("■ Stop")
-        self.recording_label.setText("● REC 00:00")
-
-    def stop_recording(self) -> None:
-        """Close the recording (if any) and say where it is, or that nothing was recorded."""
-        recorder, self.recorder = self.recorder, None
-        if recorder is None:
-            return
-        self.inference.recorder = None
-        path = recorder.stop()
-        self.record_button.setText("● Record")
-        self.recording_label.setText("")
-        self.last_recording = path
-        if path is None:
-            self.statusBar().showMessage("nothing was recorded: no frame arrived before the stop", 10000)
-        else:
-            self.statusBar().showMessage(f"recorded {recorder.frames} frames to {path}", 10000)
-
-    def snapshot(self) -> Path | None:
-        if self.result is None:
-            self.show_error("nothing to snapshot yet")
-            return None
-        try:
-            path = unused_path(self.output_folder(), "rtformer-%Y%m%d-%H%M%S", ".png")
-        except OSError as error:
-            self.show_error(f"cannot save the snapshot: {error}")
-            return None
-        segmenter = self.inference.segmenter
-        picture = self.result.picture
-        if segmenter is not None:  # at the source's resolution: the view may show it smaller
-            result = self.result
-            picture = compose(self.inference.view, result.frame.image, result.labels, segmenter.lut)
-        if not cv2.imwrite(str(path), picture):
-            self.show_error(f"cannot write the snapshot {path}")
-            return None
-        self.statusBar().showMessage(f"saved {path}", 5000)
-        return path
+            self.session.set_output_folder(folder)
 
     def show_help(self) -> None:
         dialog = QDialog(self)
@@ -700,60 +389,117 @@ class MainWindow(QMainWindow):
             self.unsetCursor()
         self.report_dialog.show()
 
-    # ------------------------------------------------------------ settings and shutdown
+    # ------------------------------------------------------------ controls
 
-    def _restore_settings(self) -> None:
-        """Apply the stored settings; a damaged value is ignored (and logged), never fatal."""
-        geometry = self.settings.value("geometry")
-        if isinstance(geometry, QByteArray) and not self.restoreGeometry(geometry):
-            log.warning("ignoring the damaged setting geometry")
-        view = self.settings.value("view", "overlay")
-        if view in VIEWS:
-            self.view_box.setCurrentText(view)
-        self.opacity_slider.setValue(min(100, max(0, read_setting(self.settings, "opacity", 50))))
-        label = self.settings.value("backend", self.backend_choice.label)
-        self.backend_choice = next(
-            (c for c in BACKEND_CHOICES if c.label == label and not why_unavailable(c)), self.backend_choice
-        )
-        self.fill_recent_menu()
+    def toggle_pause(self) -> None:
+        paused = self.session.toggle_pause()
+        self.play_button.setText("Play" if paused else "Pause")
 
-    def start(self, source: str | None = None, checkpoint: str | None = None) -> None:
-        """Open the given (or last, or demo) source and load the given (or last, or Slim) model."""
-        checkpoint_path = Path(
-            checkpoint or read_setting(self.settings, "checkpoint", str(self.weights["slim"]))
-        )
-        if not checkpoint_path.is_file():
-            checkpoint_path = self.weights["slim"]
-        name = next(
-            (variant_name(v) for v, p in self.weights.items() if p == checkpoint_path),
-            checkpoint_path.name,
-        )
-        self.load_model(checkpoint_path, name)
-        location = source or read_setting(self.settings, "source", "") or str(demo_video())
-        if not source and not Path(location).exists() and "://" not in location:
-            location = str(demo_video())
-        self.open_location(location)
+    def step(self) -> None:
+        self.session.step()
+        self.play_button.setText("Play")
+
+    def seek_to_slider(self) -> None:
+        self.session.seek_fraction(self.seek_slider.value() / 1000)
+
+    def set_view(self, view: str) -> None:
+        self.session.change_view(view=view)
+        self.settings.setValue("view", view)
+
+    def next_view(self) -> None:
+        self.view_box.setCurrentIndex((self.view_box.currentIndex() + 1) % self.view_box.count())
+
+    def toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    def on_legend_toggled(self, item: QListWidgetItem) -> None:
+        shown = item.checkState() == Qt.CheckState.Checked
+        self.session.show_class(item.data(Qt.ItemDataRole.UserRole), shown)
+
+    # ------------------------------------------------------------ SessionView: what the session says
+
+    def show_error(self, message: str) -> None:
+        log.warning("%s", message)
+        self.banner.setText(f"⚠ {message}  (click to dismiss)")
+        self.banner.show()
+        self.statusBar().showMessage(message, 10000)
+
+    def show_status(self, message: str, milliseconds: int = 5000) -> None:
+        self.statusBar().showMessage(message, milliseconds)
+
+    def show_result(self, result: Result) -> None:
+        self.view.show_picture(result.picture)
+        if self.session.results_seen % 5 == 0:
+            self.update_legend_shares(result.class_share)
+
+    def show_position(self, seconds: float, duration: float) -> None:
+        self.time_label.setText(f"{int(seconds) // 60}:{int(seconds) % 60:02d}")
+        if duration and not self.seek_slider.isSliderDown():
+            self.seek_slider.setValue(int(seconds / duration * 1000))
+
+    def source_started(self, source: FrameSource) -> None:
+        self.play_button.setText("Pause")
+        for widget in (self.seek_slider, self.step_button, self.loop_box):
+            widget.setEnabled(source.seekable)
+        self.statusBar().showMessage(f"source: {source.name}", 5000)
+
+    def model_changed(self) -> None:
+        """Tick the model and backend that run now (none while nothing runs); its legend."""
+        variant, backend = self.session.running_variant(), self.session.running_backend()
+        for name, action in self.model_actions.items():
+            action.setChecked(name == variant)
+        for label, action in self.backend_actions.items():
+            action.setChecked(label == backend)
+        segmenter = self.session.inference.segmenter
+        if segmenter is not None:
+            self.fill_legend(segmenter.class_names, segmenter.info.palette)
+        self.update_readouts()
+
+    def recording_changed(self, recording: bool) -> None:
+        self.record_button.setText("■ Stop" if recording else "● Record")
+        self.recording_label.setText("● REC 00:00" if recording else "")
+
+    # ------------------------------------------------------------ painting
+
+    def fill_legend(self, names: list[str], palette) -> None:
+        hidden = self.session.inference.view.hidden
+        self.legend.blockSignals(True)
+        self.legend.clear()
+        for index, (name, colour) in enumerate(zip(names, palette, strict=True)):
+            swatch = QPixmap(14, 14)
+            swatch.fill(QColor(*colour))
+            item = QListWidgetItem(QIcon(swatch), name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked if index in hidden else Qt.CheckState.Checked)
+            item.setData(Qt.ItemDataRole.UserRole, index)
+            self.legend.addItem(item)
+        self.legend.blockSignals(False)
+
+    def update_legend_shares(self, share: np.ndarray) -> None:
+        segmenter = self.session.inference.segmenter
+        if segmenter is None or self.legend.count() != len(share):
+            return
+        self.legend.blockSignals(True)
+        for index in range(self.legend.count()):
+            self.legend.item(index).setText(f"{segmenter.class_names[index]}  {share[index] * 100:5.1f}%")
+        self.legend.blockSignals(False)
+
+    def update_readouts(self) -> None:
+        self.readouts.setText(self.session.readout_text())
+        model_text = self.session.model_text()
+        if model_text:
+            self.model_label.setText(model_text)
+        seconds = self.session.recording_seconds()
+        if seconds is not None:
+            self.recording_label.setText(f"● REC {int(seconds) // 60:02d}:{int(seconds) % 60:02d}")
+
+    # ------------------------------------------------------------ shutdown
 
     def closeEvent(self, event) -> None:
-        self.stop_recording()  # close the file cleanly: nothing recorded is lost
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("opacity", self.opacity_slider.value())
-        self.settings.sync()
         self.readout_timer.stop()
         self.mailbox_timer.stop()
-        # Bounded waits: every service thread ends before the interpreter finalizes, or
-        # the window still closes (a stalled stream is left to its own read timeout).
-        self.capture.shutdown(timeout=5)
-        self.inference.stop(timeout=10)
-        self.mailbox.drain()
+        self.session.shutdown()
+        self.settings.sync()
         super().closeEvent(event)
-
-
-def unused_path(folder: Path, pattern: str, suffix: str) -> Path:
-    """folder/<time.strftime(pattern)><suffix>, with -2, -3, ... when that name is taken
-    (two recordings or snapshots in the same second must not overwrite each other)."""
-    stem = time.strftime(pattern)
-    path, number = folder / f"{stem}{suffix}", 2
-    while path.exists():
-        path, number = folder / f"{stem}-{number}{suffix}", number + 1
-    return path

@@ -140,5 +140,5 @@ TIMEOUT = 30_000  # ms, for qtbot.waitUntil
 
 
 def wait_for_results(qtbot, window, count: int) -> None:
-    target = window.results_seen + count
-    qtbot.waitUntil(lambda: window.results_seen >= target, timeout=TIMEOUT)
+    target = window.session.results_seen + count
+    qtbot.waitUntil(lambda: window.session.results_seen >= target, timeout=TIMEOUT)

@@ -20,33 +20,33 @@ from tests.synthetic import TIMEOUT, wait_for_results
 
 def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
     labels = []
-    window.frame_listeners.append(lambda result: labels.append(result.labels))
+    window.session.frame_listeners.append(lambda result: labels.append(result.labels))
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 12)
-    assert window.model_name == "RTFormer-Slim"
+    assert window.session.model_name == "RTFormer-Slim"
     assert all(
-        map_.shape == window.inference.segmenter.preprocessor.size for map_ in labels
+        map_.shape == window.session.inference.segmenter.preprocessor.size for map_ in labels
     )  # the model's size
     assert any(not np.array_equal(labels[0], later) for later in labels[1:])  # they change over time
     assert window.view.image is not None and window.view.image.width() == 128
     qtbot.waitUntil(
-        lambda: "inference" in window.readout_text() and window.stats.fps("inferred") > 0, timeout=TIMEOUT
+        lambda: "inference" in window.session.readout_text() and window.session.stats.fps("inferred") > 0, timeout=TIMEOUT
     )
-    assert "RTFormer-Slim" in window.readout_text()
+    assert "RTFormer-Slim" in window.session.readout_text()
 
 
 def test_switching_to_base_keeps_frames_coming(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 3)
     during_swap = []
-    window.frame_listeners.append(lambda result: during_swap.append(window.inference.loading))
+    window.session.frame_listeners.append(lambda result: during_swap.append(window.session.inference.loading))
     window.model_actions["base"].trigger()
-    qtbot.waitUntil(lambda: window.model_name == "RTFormer-Base", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.session.model_name == "RTFormer-Base", timeout=TIMEOUT)
     wait_for_results(qtbot, window, 3)
     assert any(during_swap), "no frame arrived while Base was loading"
-    assert window.inference.segmenter.info.variant == "base"
+    assert window.session.inference.segmenter.info.variant == "base"
     window.update_readouts()
-    assert "RTFormer-Base" in window.readout_text() and "RTFormer-Base" in window.model_label.text()
+    assert "RTFormer-Base" in window.session.readout_text() and "RTFormer-Base" in window.model_label.text()
     assert window.model_actions["base"].isChecked() and not window.model_actions["slim"].isChecked()
 
 
@@ -57,10 +57,10 @@ def test_recording_lasts_as_long_as_the_wall_time(qtbot, window, video, weights,
     started = time.monotonic()
     qtbot.wait(2000)
     assert window.recording_label.text().startswith("● REC")
-    recorder = window.recorder
+    recorder = window.session.recorder
     window.record_action.trigger()
     elapsed = time.monotonic() - started
-    path = window.last_recording
+    path = window.session.last_recording
     assert path.parent == tmp_path / "out"
     info = probe(path)
     frames = list(read_frames(path))
@@ -73,11 +73,11 @@ def test_recording_lasts_as_long_as_the_wall_time(qtbot, window, video, weights,
 def test_switching_source_closes_a_recording_cleanly(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 3)
-    window.toggle_recording()
+    window.session.toggle_recording()
     qtbot.wait(500)
-    window.start_source(FakeCamera(size=(96, 128)))
-    assert window.recorder is None
-    assert len(list(read_frames(window.last_recording))) > 0
+    window.session.start_source(FakeCamera(size=(96, 128)))
+    assert window.session.recorder is None
+    assert len(list(read_frames(window.session.last_recording))) > 0
 
 
 def test_errors_show_a_message_and_the_app_keeps_running(qtbot, window, video, weights, tmp_path):
@@ -89,12 +89,12 @@ def test_errors_show_a_message_and_the_app_keeps_running(qtbot, window, video, w
 
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
-    window.load_model(corrupt, "corrupt.safetensors")
+    window.session.load_model(corrupt, "corrupt.safetensors")
     qtbot.waitUntil(lambda: "could not load corrupt.safetensors" in window.banner.text(), timeout=TIMEOUT)
     assert "Still using the previous model" in window.banner.text()
-    assert window.model_name == "RTFormer-Slim"
+    assert window.session.model_name == "RTFormer-Slim"
 
-    window.start_source(FakeCamera(fail_on_open=True, name="USB camera"))
+    window.session.start_source(FakeCamera(fail_on_open=True, name="USB camera"))
     qtbot.waitUntil(lambda: "camera 'USB camera' cannot be opened" in window.banner.text(), timeout=TIMEOUT)
 
     window.open_location(str(video))  # and it still works
@@ -104,10 +104,10 @@ def test_errors_show_a_message_and_the_app_keeps_running(qtbot, window, video, w
 def test_fake_camera_drops_stale_frames_and_is_released(qtbot, window, weights):
     camera = FakeCamera(size=(96, 128), fps=200)
     window.start(None, str(weights["base"]))
-    window.start_source(camera)
+    window.session.start_source(camera)
     wait_for_results(qtbot, window, 5)
-    assert window.stats.dropped.get("capture", 0) > 0  # latest frame wins; the rest are counted
-    window.start_source(FakeCamera(size=(96, 128)))
+    assert window.session.stats.dropped.get("capture", 0) > 0  # latest frame wins; the rest are counted
+    window.session.start_source(FakeCamera(size=(96, 128)))
     qtbot.waitUntil(camera.released.is_set, timeout=TIMEOUT)
 
 
@@ -133,16 +133,16 @@ def test_views_opacity_legend_snapshot_help_and_drop(qtbot, window, video, weigh
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 2)
     window.next_view()
-    assert window.inference.view.view == "mask"
+    assert window.session.inference.view.view == "mask"
     window.next_view()
     wait_for_results(qtbot, window, 2)
-    assert window.result.picture.shape == (96, 256, 3)  # side by side
+    assert window.session.result.picture.shape == (96, 256, 3)  # side by side
     window.opacity_slider.setValue(80)
-    assert window.inference.view.alpha == pytest.approx(0.8)
+    assert window.session.inference.view.alpha == pytest.approx(0.8)
     item = window.legend.item(0)
     item.setCheckState(item.checkState().__class__.Unchecked)
-    assert window.inference.view.hidden == {0}
-    snapshot = window.snapshot()
+    assert window.session.inference.view.hidden == {0}
+    snapshot = window.session.snapshot()
     assert snapshot.suffix == ".png" and snapshot.is_file()
     window.show_help()
     assert "full screen" in window.help_dialog.findChild(QTextBrowser).toPlainText()
@@ -152,10 +152,10 @@ def test_views_opacity_legend_snapshot_help_and_drop(qtbot, window, video, weigh
     cv2.imwrite(str(image), np.full((96, 128, 3), 120, np.uint8))
     window.view.on_dropped(str(image))
     qtbot.waitUntil(
-        lambda: window.result is not None and window.result.frame.image.mean() == pytest.approx(120, abs=1),
+        lambda: window.session.result is not None and window.session.result.frame.image.mean() == pytest.approx(120, abs=1),
         timeout=TIMEOUT,
     )
-    assert str(image) in window.recent_files()
+    assert str(image) in window.session.recent_files()
 
 
 def test_pause_step_and_seek(qtbot, window, video, weights):
@@ -163,15 +163,15 @@ def test_pause_step_and_seek(qtbot, window, video, weights):
     wait_for_results(qtbot, window, 3)
     window.toggle_pause()
     qtbot.wait(300)
-    seen = window.results_seen
+    seen = window.session.results_seen
     qtbot.wait(400)
-    assert window.results_seen == seen  # paused
+    assert window.session.results_seen == seen  # paused
     window.step()
-    qtbot.waitUntil(lambda: window.results_seen == seen + 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.session.results_seen == seen + 1, timeout=TIMEOUT)
     window.seek_slider.setValue(500)
     window.seek_to_slider()
     window.step()
-    qtbot.waitUntil(lambda: window.result.frame.timestamp >= 0.9, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.session.result.frame.timestamp >= 0.9, timeout=TIMEOUT)
 
 
 def test_unavailable_backends_are_disabled_with_the_reason(window):
@@ -190,14 +190,14 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first.start(str(video), str(weights["base"]))
     first.view_box.setCurrentText("mask")
     first.opacity_slider.setValue(30)
-    first.choose_backend(next(c for c in BACKEND_CHOICES if c.label == "PyTorch CPU"))
-    qtbot.waitUntil(lambda: first.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT)  # the GUI knows
-    assert first.inference.segmenter.description.startswith("PyTorch")
+    first.session.choose_backend(next(c for c in BACKEND_CHOICES if c.label == "PyTorch CPU"))
+    qtbot.waitUntil(lambda: first.session.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT)  # the GUI knows
+    assert first.session.inference.segmenter.description.startswith("PyTorch")
     first.close()
     second = MainWindow(settings, weights)
     qtbot.addWidget(second)
     assert second.view_box.currentText() == "mask" and second.opacity_slider.value() == 30
-    assert second.backend_choice.label == "PyTorch CPU"
+    assert second.session.backend_choice.label == "PyTorch CPU"
     assert settings.value("checkpoint") == str(weights["base"])
     assert settings.value("source") == str(video)
     second.close()
@@ -210,8 +210,8 @@ def test_a_full_disk_while_recording_is_reported_and_the_file_closed(
 
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 2)
-    window.toggle_recording()
-    qtbot.waitUntil(lambda: window.recorder.frames >= 3, timeout=TIMEOUT)
+    window.session.toggle_recording()
+    qtbot.waitUntil(lambda: window.session.recorder.frames >= 3, timeout=TIMEOUT)
     real_write = VideoWriter.write
 
     def full_disk(self, frame, seconds=None):
@@ -221,8 +221,8 @@ def test_a_full_disk_while_recording_is_reported_and_the_file_closed(
     qtbot.waitUntil(lambda: "recording stopped" in window.banner.text(), timeout=TIMEOUT)
     assert "No space left on device" in window.banner.text()
     monkeypatch.setattr(VideoWriter, "write", real_write)
-    window.toggle_recording()
-    assert len(list(read_frames(window.last_recording))) >= 3  # what was written is kept
+    window.session.toggle_recording()
+    assert len(list(read_frames(window.session.last_recording))) >= 3  # what was written is kept
     wait_for_results(qtbot, window, 2)  # and the app runs on
 
 
@@ -235,9 +235,9 @@ def test_playing_frames_takes_no_references_from_none_or_true(qtbot, window, vid
 
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 3)
-    none_before, true_before, seen = sys.getrefcount(None), sys.getrefcount(True), window.results_seen
+    none_before, true_before, seen = sys.getrefcount(None), sys.getrefcount(True), window.session.results_seen
     wait_for_results(qtbot, window, 40)
-    frames = window.results_seen - seen
+    frames = window.session.results_seen - seen
     assert sys.getrefcount(True) - true_before > -frames // 4
     assert sys.getrefcount(None) - none_before > -frames // 4
 
@@ -252,12 +252,12 @@ def test_without_a_source_the_driving_demo_opens_and_both_demos_are_in_the_file_
     from engine.resources import camvid_demo_video, demo_video
 
     window.start(None, str(weights["slim"]))
-    assert window.source.path == str(demo_video()) and demo_video().is_file()
+    assert window.session.source.path == str(demo_video()) and demo_video().is_file()
     wait_for_results(qtbot, window, 3)  # the bundled clip decodes and segments
     titles = {action.text(): action for action in window.menuBar().actions()[0].menu().actions()}
     camvid = next(action for text, action in titles.items() if "CamVid demo" in text)
     camvid.trigger()
-    assert window.source.path == str(camvid_demo_video())
+    assert window.session.source.path == str(camvid_demo_video())
     wait_for_results(qtbot, window, 3)
 
 
@@ -273,4 +273,4 @@ def test_the_recordings_folder_is_chosen_from_the_file_menu(
     wait_for_results(qtbot, window, 2)
     file_menu = window.menuBar().actions()[0].menu()
     next(a for a in file_menu.actions() if a.text().startswith("Recordings")).trigger()
-    assert window.snapshot().parent == chosen
+    assert window.session.snapshot().parent == chosen

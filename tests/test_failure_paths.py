@@ -324,9 +324,9 @@ def test_a_source_failing_unexpectedly_is_reported_and_closed(fail_in):
 
 def test_view_settings_change_as_a_whole(window):
     with pytest.raises(FrozenInstanceError):
-        window.inference.view.alpha = 0.1  # the inference thread could see half a change
+        window.session.inference.view.alpha = 0.1  # the inference thread could see half a change
     window.opacity_slider.setValue(70)
-    view = window.inference.view
+    view = window.session.inference.view
     assert isinstance(view, ViewSettings) and view.alpha == pytest.approx(0.7)
 
 
@@ -336,14 +336,14 @@ def test_readouts_are_safe_while_services_count_drops(window):
     def count_drops() -> None:
         index = 0
         while not stop.is_set():
-            window.stats.drop(f"stage{index % 5000}")
+            window.session.stats.drop(f"stage{index % 5000}")
             index += 1
 
     counter = threading.Thread(target=count_drops)
     counter.start()
     try:
         for _ in range(300):  # iterated the live dict before: "dictionary changed size"
-            window.readout_text()
+            window.session.readout_text()
     finally:
         stop.set()
         counter.join()
@@ -394,25 +394,25 @@ def test_a_recorder_fault_is_reported_and_stop_returns(tmp_path, monkeypatch):
 def test_a_view_change_while_recording_is_letterboxed_not_cropped(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 2)
-    window.toggle_recording()
-    qtbot.waitUntil(lambda: window.recorder.frames >= 2, timeout=TIMEOUT)
+    window.session.toggle_recording()
+    qtbot.waitUntil(lambda: window.session.recorder.frames >= 2, timeout=TIMEOUT)
     window.view_box.setCurrentText("side-by-side")
-    qtbot.waitUntil(lambda: window.result.picture.shape[1] == 256, timeout=TIMEOUT)
-    frames_then = window.recorder.frames
-    qtbot.waitUntil(lambda: window.recorder.frames >= frames_then + 3, timeout=TIMEOUT)
-    window.toggle_recording()
-    last = list(read_frames(window.last_recording))[-1][0]
+    qtbot.waitUntil(lambda: window.session.result.picture.shape[1] == 256, timeout=TIMEOUT)
+    frames_then = window.session.recorder.frames
+    qtbot.waitUntil(lambda: window.session.recorder.frames >= frames_then + 3, timeout=TIMEOUT)
+    window.session.toggle_recording()
+    last = list(read_frames(window.session.last_recording))[-1][0]
     assert last.shape == (96, 128, 3)  # the size the recording started with
     # Both halves shrunk into 128x48, with black bars above and below (cropping kept the left half).
     assert last[:20].max() < 40 and last[-20:].max() < 40
-    picture = cv2.resize(window.result.picture, (128, 48), interpolation=cv2.INTER_AREA)
+    picture = cv2.resize(window.session.result.picture, (128, 48), interpolation=cv2.INTER_AREA)
     assert np.abs(last[24:72].astype(int) - picture.astype(int)).mean() < 25
 
 
 def test_stopping_a_recording_before_any_frame_leaves_no_file(qtbot, window, tmp_path):
-    window.toggle_recording()  # no source, no model: no frame will come
-    window.toggle_recording()
-    assert window.last_recording is None and window.recorder is None
+    window.session.toggle_recording()  # no source, no model: no frame will come
+    window.session.toggle_recording()
+    assert window.session.last_recording is None and window.session.recorder is None
     assert "nothing was recorded" in window.statusBar().currentMessage()
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -424,32 +424,32 @@ def test_a_backend_that_fails_to_load_leaves_the_menus_on_the_running_one(
     qtbot, window, video, weights, monkeypatch
 ):
     window.start(str(video), str(weights["slim"]))
-    qtbot.waitUntil(lambda: window.model_name == "RTFormer-Slim", timeout=TIMEOUT)
-    running = window.backend_choice.label
+    qtbot.waitUntil(lambda: window.session.model_name == "RTFormer-Slim", timeout=TIMEOUT)
+    running = window.session.backend_choice.label
 
-    import app.window
+    import app.session
 
     def cannot_load(*args, **kwargs):
         raise RuntimeError("this backend cannot start")
 
-    monkeypatch.setattr(app.window, "Segmenter", cannot_load)
+    monkeypatch.setattr(app.session, "Segmenter", cannot_load)
     window.backend_actions["PyTorch CPU"].trigger()
     qtbot.waitUntil(lambda: "this backend cannot start" in window.banner.text(), timeout=TIMEOUT)
     qtbot.waitUntil(lambda: window.backend_actions[running].isChecked(), timeout=TIMEOUT)
-    assert window.backend_choice.label == running and not window.backend_actions["PyTorch CPU"].isChecked()
+    assert window.session.backend_choice.label == running and not window.backend_actions["PyTorch CPU"].isChecked()
     assert window.settings.value("backend") == running
     wait_for_results(qtbot, window, 2)
 
 
 def test_a_model_that_fails_on_real_frames_is_rolled_back(qtbot, window, video, weights, monkeypatch):
     window.start(str(video), str(weights["slim"]))
-    qtbot.waitUntil(lambda: window.model_name == "RTFormer-Slim", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: window.session.model_name == "RTFormer-Slim", timeout=TIMEOUT)
     wait_for_results(qtbot, window, 2)
-    running = window.inference.model
+    running = window.session.inference.model
 
-    import app.window
+    import app.session
 
-    real_segmenter = app.window.Segmenter
+    real_segmenter = app.session.Segmenter
 
     def fails_after_warm_up(*args, **kwargs):
         segmenter = real_segmenter(*args, **kwargs)
@@ -465,11 +465,11 @@ def test_a_model_that_fails_on_real_frames_is_rolled_back(qtbot, window, video, 
         segmenter.predict_model_labels = flaky
         return segmenter
 
-    monkeypatch.setattr(app.window, "Segmenter", fails_after_warm_up)
-    window.choose_model("base")
+    monkeypatch.setattr(app.session, "Segmenter", fails_after_warm_up)
+    window.session.choose_model("base")
     qtbot.waitUntil(lambda: "Back to RTFormer-Slim" in window.banner.text(), timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: window.inference.model is running, timeout=TIMEOUT)
-    assert window.model_name == "RTFormer-Slim" and window.model_actions["slim"].isChecked()
+    qtbot.waitUntil(lambda: window.session.inference.model is running, timeout=TIMEOUT)
+    assert window.session.model_name == "RTFormer-Slim" and window.model_actions["slim"].isChecked()
     assert not window.model_actions["base"].isChecked()
     wait_for_results(qtbot, window, 3)  # frames keep coming with the old model
 
@@ -480,13 +480,13 @@ def test_a_model_that_fails_on_real_frames_is_rolled_back(qtbot, window, video, 
 def test_a_camera_lost_mid_stream_closes_the_recording_and_reconnects(qtbot, window, weights):
     camera = FakeCamera(size=(96, 128), fps=30, unplug_after=45, absent_for=2)
     window.start(None, str(weights["slim"]))
-    qtbot.waitUntil(lambda: window.model_name == "RTFormer-Slim", timeout=TIMEOUT)
-    window.start_source(camera)
+    qtbot.waitUntil(lambda: window.session.model_name == "RTFormer-Slim", timeout=TIMEOUT)
+    window.session.start_source(camera)
     wait_for_results(qtbot, window, 2)
-    window.toggle_recording()
+    window.session.toggle_recording()
     qtbot.waitUntil(lambda: "was lost" in window.banner.text(), timeout=TIMEOUT)
-    assert window.recorder is None  # closed at once, cleanly
-    frames = list(read_frames(window.last_recording))
+    assert window.session.recorder is None  # closed at once, cleanly
+    frames = list(read_frames(window.session.last_recording))
     assert len(frames) >= 1
     qtbot.waitUntil(lambda: camera.opened == 2, timeout=TIMEOUT)  # after two failed attempts
     wait_for_results(qtbot, window, 3)

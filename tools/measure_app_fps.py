@@ -62,14 +62,14 @@ def main() -> None:
         for c in BACKEND_CHOICES
         if (c.backend, c.device, c.precision) == (args.backend, "cpu", args.precision)
     )
-    window.load_model(Path(args.checkpoint), "RTFormer-Slim", choice)
-    window.start_source(FakeCamera(size=tuple(args.size), fps=args.camera_fps))
+    window.session.load_model(Path(args.checkpoint), "RTFormer-Slim", choice)
+    window.session.start_source(FakeCamera(size=tuple(args.size), fps=args.camera_fps))
     samples: list[tuple[float, float, float]] = []
     stage_samples: dict[str, list[float]] = {}
 
     def sample() -> None:
-        if window.inference.segmenter is not None and window.results_seen > 20:
-            stats = window.stats
+        if window.session.inference.segmenter is not None and window.session.results_seen > 20:
+            stats = window.session.stats
             samples.append((stats.fps("display"), stats.fps("inferred"), stats.fps("capture")))
             for stage in ("preprocess", "inference", "render"):
                 stage_samples.setdefault(stage, []).append(stats.percentiles(stage)[0])
@@ -86,7 +86,7 @@ def main() -> None:
         "inference_fps": inferred,
         "capture_fps": captured,
         "display_share_of_model_only": display / model_fps,
-        "backend": window.inference.segmenter.description if window.inference.segmenter else "",
+        "backend": window.session.inference.segmenter.description if window.session.inference.segmenter else "",
         "input": list(args.size),
         "samples": len(samples),
         "stage_p50_ms": {stage: statistics.median(values) for stage, values in stage_samples.items()},

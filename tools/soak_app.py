@@ -74,7 +74,7 @@ def run_child(args: argparse.Namespace) -> int:
     ]
     window.start(None if args.source == "fake" else args.source, str(weights[models[0]]))
     if args.source == "fake":
-        window.start_source(FakeCamera())
+        window.session.start_source(FakeCamera())
     started = time.monotonic()
     counts: dict[str, int] = {}
     state = {"tick": 0, "errors": 0}
@@ -87,43 +87,43 @@ def run_child(args: argparse.Namespace) -> int:
 
     window.show_error = counting_show_error
     if hasattr(window, "handlers"):
-        window.handlers["error"] = counting_show_error
+        window.session.handlers["error"] = counting_show_error
 
     def act() -> None:
         action = ACTIONS[state["tick"] % len(ACTIONS)]
         state["tick"] += 1
         if action == "record":
-            window.toggle_recording()
+            window.session.toggle_recording()
         elif action == "view":
             window.next_view()
-        elif action == "seek" and window.source is not None and window.source.duration:
-            window.capture.seek((state["tick"] * 0.37 % 1.0) * window.source.duration)
-        elif action in ("pause", "resume") and window.capture.paused == (action == "resume"):
+        elif action == "seek" and window.session.source is not None and window.session.source.duration:
+            window.session.capture.seek((state["tick"] * 0.37 % 1.0) * window.session.source.duration)
+        elif action in ("pause", "resume") and window.session.capture.paused == (action == "resume"):
             window.toggle_pause()
         elif action == "step":
             window.step()
         elif action == "model" and len(models) > 1:
-            window.choose_model(models[(state["tick"] // len(ACTIONS)) % len(models)])
+            window.session.choose_model(models[(state["tick"] // len(ACTIONS)) % len(models)])
         elif action == "backend" and len(backends) > 1:
-            window.choose_backend(backends[(state["tick"] // len(ACTIONS)) % len(backends)])
+            window.session.choose_backend(backends[(state["tick"] // len(ACTIONS)) % len(backends)])
         else:
             return
         counts[action] = counts.get(action, 0) + 1
 
     def report() -> None:
-        capture_threads = getattr(window.capture, "live_threads", None)
+        capture_threads = getattr(window.session.capture, "live_threads", None)
         print(
             json.dumps(
                 {
                     "t": round(time.monotonic() - started, 1),
-                    "display_fps": round(window.stats.fps("display"), 2),
-                    "inference_fps": round(window.stats.fps("inferred"), 2),
-                    "results": window.results_seen,
+                    "display_fps": round(window.session.stats.fps("display"), 2),
+                    "inference_fps": round(window.session.stats.fps("inferred"), 2),
+                    "results": window.session.results_seen,
                     "python_threads": threading.active_count(),
                     "capture_threads": capture_threads,
-                    "model": window.model_name,
-                    "backend": window.backend_choice.label,
-                    "recording": window.recorder is not None,
+                    "model": window.session.model_name,
+                    "backend": window.session.backend_choice.label,
+                    "recording": window.session.recorder is not None,
                     "actions": counts,
                     "errors": state["errors"],
                 }

@@ -1,0 +1,393 @@
+"""The session: what the app is doing, behind the window.
+
+`Session` owns the services (capture, inference, recording), the source that plays,
+the model that runs and the one asked for, the view settings, recordings, snapshots
+and the settings that remember them. It runs on the GUI thread: the services report
+into its `Mailbox`, and `drain` (called from the window's timer) handles each report
+and tells the window what changed through the `SessionView` methods. The window
+builds widgets, wires them to these methods and paints; it keeps no state of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+from PySide6.QtCore import QSettings
+
+from app.services import (
+    STAGES,
+    CaptureService,
+    InferenceService,
+    LatestSlot,
+    LoadedModel,
+    Mailbox,
+    ModelRequest,
+    RecorderService,
+    Result,
+    RollingStats,
+    compose,
+)
+from app.sources import CameraSource, FakeCamera, FrameSource, source_for
+from engine.media import VideoError
+from engine.resources import demo_video, recordings_dir
+from engine.runtime import BACKEND_CHOICES, BackendChoice, Segmenter, default_backend, why_unavailable
+
+log = logging.getLogger("rtformer.app")
+MAX_RECENT = 8
+
+
+class SessionView(Protocol):
+    """What the session tells the window; always called on the GUI thread."""
+
+    def show_error(self, message: str) -> None: ...
+
+    def show_status(self, message: str, milliseconds: int = 5000) -> None: ...
+
+    def show_result(self, result: Result) -> None: ...
+
+    def show_position(self, seconds: float, duration: float) -> None: ...
+
+    def source_started(self, source: FrameSource) -> None: ...
+
+    def model_changed(self) -> None: ...
+
+    def recording_changed(self, recording: bool) -> None: ...
+
+
+def read_setting(settings: QSettings, key: str, default, convert=None):
+    """A stored setting converted with `convert` (default: the default's type); the default
+    when it is missing or damaged (a hand-edited or corrupt settings file must not stop the app)."""
+    value = settings.value(key, default)
+    try:
+        return (convert or type(default))(value)
+    except (TypeError, ValueError):
+        log.warning("ignoring the damaged setting %s=%r", key, value)
+        return default
+
+
+def variant_name(variant: str) -> str:
+    """What the menus and readouts call a shipped variant: "slim" -> "RTFormer-Slim"."""
+    return f"RTFormer-{variant.capitalize()}"
+
+
+def unused_path(folder: Path, pattern: str, suffix: str) -> Path:
+    """folder/<time.strftime(pattern)><suffix>, with -2, -3, ... when that name is taken
+    (two recordings or snapshots in the same second must not overwrite each other)."""
+    stem = time.strftime(pattern)
+    path, number = folder / f"{stem}{suffix}", 2
+    while path.exists():
+        path, number = folder / f"{stem}-{number}{suffix}", number + 1
+    return path
+
+
+class Session:
+    def __init__(self, view: SessionView, settings: QSettings, weights: dict[str, Path]) -> None:
+        self.view, self.settings, self.weights = view, settings, weights
+        self.stats = RollingStats()
+        self.mailbox = Mailbox()
+        self.slot = LatestSlot(self.stats)
+        send = self.mailbox.sender
+        self.capture = CaptureService(
+            self.slot,
+            self.stats,
+            send("error"),
+            send("position", latest=True),
+            on_lost=send("source_lost"),
+            on_status=send("status"),
+        )
+        self.inference = InferenceService(
+            self.slot,
+            self.stats,
+            send("result", latest=True),
+            send("error"),
+            send("model"),
+            send("load_failed"),
+        )
+        self.handlers: dict[str, Callable] = {
+            "error": view.show_error,
+            "status": view.show_status,
+            "source_lost": self.on_source_lost,
+            "model": self.on_model,
+            "load_failed": lambda request: view.model_changed(),  # the menus go back to what runs
+            "position": self.on_position,
+            "result": self.on_result,
+        }
+        self.recorder: RecorderService | None = None
+        self.last_recording: Path | None = None
+        self.source: FrameSource | None = None
+        self.result: Result | None = None
+        self.model_name = ""
+        self.checkpoint: Path | None = None
+        self.requested: ModelRequest | None = None  # the model last asked for
+        self.backend_choice = self.restored_backend()  # the active model's backend, once one runs
+        self.results_seen = 0
+        # Called with each Result once shown. Plain callables, not a Signal: in PySide6 6.12.0
+        # every Python-side emit() takes a reference to True it never gave (see app/services.py).
+        self.frame_listeners: list[Callable[[Result], None]] = []
+        self.inference.start()
+
+    def drain(self) -> None:
+        """Deliver what the services posted, on the GUI thread."""
+        for kind, value in self.mailbox.drain():
+            self.handlers[kind](value)
+        if self.recorder is not None and self.recorder.failed:
+            self.stop_recording()  # the recorder said why; close the file and show it
+
+    # ------------------------------------------------------------ sources
+
+    def open_location(self, location: str) -> None:
+        """Play a file, folder, stream URL or image; remembered in the recent list."""
+        self.start_source(source_for(location))
+        self.remember_recent(location)
+
+    def start_source(self, source: FrameSource) -> None:
+        """Switch sources: the recording (if any) is closed first, the old source released."""
+        self.stop_recording()
+        self.source = source
+        self.capture.set_paused(False)
+        self.capture.start(source)
+        self.view.source_started(source)
+        if not isinstance(source, (CameraSource, FakeCamera)):
+            self.settings.setValue("source", str(getattr(source, "path", "")))
+
+    def remember_recent(self, location: str) -> None:
+        recent = [location] + [r for r in self.recent_files() if r != location]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def set_looping(self, on: bool) -> None:
+        self.capture.loop = on
+
+    def toggle_pause(self) -> bool:
+        """Pause or play; returns whether it is paused now."""
+        self.capture.set_paused(not self.capture.paused)
+        return self.capture.paused
+
+    def step(self) -> None:
+        """One frame forward, pausing first."""
+        if not self.capture.paused:
+            self.capture.set_paused(True)
+        self.capture.step()
+
+    def seek_fraction(self, fraction: float) -> None:
+        if self.source is not None and self.source.duration:
+            self.capture.seek(fraction * self.source.duration)
+
+    def on_position(self, seconds: float) -> None:
+        self.view.show_position(seconds, self.source.duration if self.source is not None else 0)
+
+    def on_source_lost(self, message: str) -> None:
+        """A live source went away mid-stream: close the recording cleanly, say so; the
+        capture service is already trying to reconnect."""
+        self.stop_recording()
+        self.view.show_error(message)
+
+    # ------------------------------------------------------------ models and backends
+
+    def choose_model(self, variant: str) -> None:
+        self.load_model(self.weights[variant], variant_name(variant))
+
+    def choose_backend(self, choice: BackendChoice) -> None:
+        """Reload the current model on `choice`; the menus follow once it runs (or roll back)."""
+        model = self.inference.model
+        request = model.request if model is not None else self.requested
+        if request is not None:
+            self.load_model(request.checkpoint, request.name, choice)
+
+    def load_model(self, checkpoint: Path, name: str, choice: BackendChoice | None = None) -> None:
+        """Load in the background; the stream keeps running on the current model. Nothing
+        (menus, settings) records the new choice until the new model has run."""
+        choice = choice or self.backend_choice
+        self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
+        # INT8 is calibrated on the bundled frames (engine.runtime.artifacts.default_calibration):
+        # the model card measures that model, and it is built once and cached.
+        # The first time on a machine, auto builds INT8 models and times the candidates:
+        # 15 s for Slim, 24 s for Base on this project's 2-core machine; then it is remembered.
+        first_time = (
+            " (timing the backends if this is the first time here)" if choice.backend == "auto" else ""
+        )
+        self.view.show_status(f"loading {request.description}{first_time}...", 0)
+
+        def factory() -> Segmenter:
+            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision)
+
+        self.inference.load_model(factory, request)
+
+    def on_model(self, model: LoadedModel) -> None:
+        """A model runs now (a new one, or the previous one back after a failed switch)."""
+        request, segmenter = model.request, model.segmenter
+        self.model_name, self.checkpoint = request.name, request.checkpoint
+        self.backend_choice = next(c for c in BACKEND_CHOICES if c.label == request.backend)
+        self.settings.setValue("checkpoint", str(self.checkpoint))
+        self.settings.setValue("backend", self.backend_choice.label)
+        self.view.model_changed()
+        self.view.show_status(f"{self.model_name} ready on {segmenter.description}")
+
+    def running_variant(self) -> str | None:
+        """The shipped variant that runs now, if one does."""
+        if self.inference.model is None:
+            return None
+        return next((v for v, path in self.weights.items() if path == self.checkpoint), None)
+
+    def running_backend(self) -> str | None:
+        """The label of the backend that runs now, if a model does."""
+        return self.backend_choice.label if self.inference.model is not None else None
+
+    def restored_backend(self) -> BackendChoice:
+        """The stored backend choice when it is still available here, else the default."""
+        default = default_backend()
+        label = self.settings.value("backend", default.label)
+        return next((c for c in BACKEND_CHOICES if c.label == label and not why_unavailable(c)), default)
+
+    # ------------------------------------------------------------ view settings and results
+
+    def change_view(self, **changes) -> None:
+        """Replace the view settings as a whole (the inference thread reads them once a frame)."""
+        self.inference.view = replace(self.inference.view, **changes)
+
+    def show_class(self, index: int, shown: bool) -> None:
+        hidden = set(self.inference.view.hidden)
+        (hidden.discard if shown else hidden.add)(index)
+        self.change_view(hidden=frozenset(hidden))
+
+    def set_display_size(self, size: tuple[int, int]) -> None:
+        """Pictures are drawn at most this size (height, width) unless recording."""
+        self.inference.display_size = size
+
+    def on_result(self, result: Result) -> None:
+        self.result = result
+        self.results_seen += 1
+        self.view.show_result(result)
+        for listener in self.frame_listeners:
+            listener(result)
+
+    def readout_text(self) -> str:
+        stats = self.stats
+        segmenter = self.inference.segmenter
+        lines = [
+            f"capture   {stats.fps('capture'):5.1f} FPS",
+            f"inference {stats.fps('inferred'):5.1f} FPS",
+            f"display   {stats.fps('display'):5.1f} FPS",
+            "latency ms   p50    p95",
+        ]
+        for stage in STAGES:
+            p50, p95 = stats.percentiles(stage)
+            lines.append(f"{stage:11} {p50:6.1f} {p95:6.1f}")
+        dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped_counts().items()) or "none"
+        lines.append(f"dropped: {dropped}")
+        if segmenter is not None:
+            lines.append(f"model: {self.model_name}")
+            lines.append(f"backend: {segmenter.description}")
+        if self.inference.loading:
+            lines.append("loading a model...")
+        return "\n".join(lines)
+
+    def model_text(self) -> str:
+        """ "RTFormer-Slim | OpenVINO CPU INT8 ..." while a model runs, else ""."""
+        segmenter = self.inference.segmenter
+        return f"{self.model_name} | {segmenter.description}" if segmenter is not None else ""
+
+    # ------------------------------------------------------------ recordings and snapshots
+
+    def output_folder(self) -> Path:
+        """Where recordings and snapshots go (created on first use)."""
+        folder = Path(read_setting(self.settings, "output_folder", str(recordings_dir())))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def set_output_folder(self, folder: str) -> None:
+        self.settings.setValue("output_folder", folder)
+        self.view.show_status(f"recordings and snapshots go to {folder}")
+
+    def toggle_recording(self) -> None:
+        if self.recorder is None:
+            self.start_recording()
+        else:
+            self.stop_recording()
+
+    def start_recording(self) -> None:
+        try:
+            path = unused_path(self.output_folder(), "rtformer-%Y%m%d-%H%M%S", ".mp4")
+            self.recorder = RecorderService(path, self.stats, self.mailbox.sender("error"))
+        except (VideoError, OSError) as error:
+            self.view.show_error(f"cannot record: {error}")
+            return
+        self.inference.recorder = self.recorder
+        if self.recorder.codec not in ("libx264", "h264"):
+            self.view.show_error(f"H.264 is not available here: recording with {self.recorder.codec} instead")
+        self.view.recording_changed(True)
+
+    def stop_recording(self) -> None:
+        """Close the recording (if any) and say where it is, or that nothing was recorded."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        self.inference.recorder = None
+        path = recorder.stop()
+        self.last_recording = path
+        self.view.recording_changed(False)
+        if path is None:
+            self.view.show_status("nothing was recorded: no frame arrived before the stop", 10000)
+        else:
+            self.view.show_status(f"recorded {recorder.frames} frames to {path}", 10000)
+
+    def recording_seconds(self) -> float | None:
+        """How long the open recording has run; None when nothing records."""
+        return self.recorder.elapsed if self.recorder is not None else None
+
+    def snapshot(self) -> Path | None:
+        """The last result as a PNG at the source's resolution; None (and a message) if it fails."""
+        if self.result is None:
+            self.view.show_error("nothing to snapshot yet")
+            return None
+        try:
+            path = unused_path(self.output_folder(), "rtformer-%Y%m%d-%H%M%S", ".png")
+        except OSError as error:
+            self.view.show_error(f"cannot save the snapshot: {error}")
+            return None
+        segmenter, result = self.inference.segmenter, self.result
+        picture = result.picture
+        if segmenter is not None:  # at the source's resolution: the view may show it smaller
+            picture = compose(self.inference.view, result.frame.image, result.labels, segmenter.lut)
+        if not cv2.imwrite(str(path), picture):
+            self.view.show_error(f"cannot write the snapshot {path}")
+            return None
+        self.view.show_status(f"saved {path}")
+        return path
+
+    # ------------------------------------------------------------ start and shutdown
+
+    def start(self, source: str | None = None, checkpoint: str | None = None) -> None:
+        """Open the given (or last, or demo) source and load the given (or last, or Slim) model."""
+        checkpoint_path = Path(
+            checkpoint or read_setting(self.settings, "checkpoint", str(self.weights["slim"]))
+        )
+        if not checkpoint_path.is_file():
+            checkpoint_path = self.weights["slim"]
+        name = next(
+            (variant_name(v) for v, p in self.weights.items() if p == checkpoint_path),
+            checkpoint_path.name,
+        )
+        self.load_model(checkpoint_path, name)
+        location = source or read_setting(self.settings, "source", "") or str(demo_video())
+        if not source and not Path(location).exists() and "://" not in location:
+            location = str(demo_video())
+        self.open_location(location)
+
+    def shutdown(self) -> None:
+        """Close the recording cleanly (nothing recorded is lost), then stop the services."""
+        self.stop_recording()
+        # Bounded waits: every service thread ends before the interpreter finalizes, or
+        # the window still closes (a stalled stream is left to its own read timeout).
+        self.capture.shutdown(timeout=5)
+        self.inference.stop(timeout=10)
+        self.mailbox.drain()
