@@ -30,7 +30,8 @@ def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
     assert any(not np.array_equal(labels[0], later) for later in labels[1:])  # they change over time
     assert window.view.image is not None and window.view.image.width() == 128
     qtbot.waitUntil(
-        lambda: "inference" in window.session.readout_text() and window.session.stats.fps("inferred") > 0, timeout=TIMEOUT
+        lambda: "inference" in window.session.readout_text() and window.session.stats.fps("inferred") > 0,
+        timeout=TIMEOUT,
     )
     assert "RTFormer-Slim" in window.session.readout_text()
 
@@ -152,7 +153,10 @@ def test_views_opacity_legend_snapshot_help_and_drop(qtbot, window, video, weigh
     cv2.imwrite(str(image), np.full((96, 128, 3), 120, np.uint8))
     window.view.on_dropped(str(image))
     qtbot.waitUntil(
-        lambda: window.session.result is not None and window.session.result.frame.image.mean() == pytest.approx(120, abs=1),
+        lambda: (
+            window.session.result is not None
+            and window.session.result.frame.image.mean() == pytest.approx(120, abs=1)
+        ),
         timeout=TIMEOUT,
     )
     assert str(image) in window.session.recent_files()
@@ -191,7 +195,9 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first.view_box.setCurrentText("mask")
     first.opacity_slider.setValue(30)
     first.session.choose_backend(next(c for c in BACKEND_CHOICES if c.label == "PyTorch CPU"))
-    qtbot.waitUntil(lambda: first.session.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT)  # the GUI knows
+    qtbot.waitUntil(
+        lambda: first.session.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT
+    )  # the GUI knows
     assert first.session.inference.segmenter.description.startswith("PyTorch")
     first.close()
     second = MainWindow(settings, weights)

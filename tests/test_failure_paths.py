@@ -436,7 +436,10 @@ def test_a_backend_that_fails_to_load_leaves_the_menus_on_the_running_one(
     window.backend_actions["PyTorch CPU"].trigger()
     qtbot.waitUntil(lambda: "this backend cannot start" in window.banner.text(), timeout=TIMEOUT)
     qtbot.waitUntil(lambda: window.backend_actions[running].isChecked(), timeout=TIMEOUT)
-    assert window.session.backend_choice.label == running and not window.backend_actions["PyTorch CPU"].isChecked()
+    assert (
+        window.session.backend_choice.label == running
+        and not window.backend_actions["PyTorch CPU"].isChecked()
+    )
     assert window.settings.value("backend") == running
     wait_for_results(qtbot, window, 2)
 

@@ -86,7 +86,9 @@ def main() -> None:
         "inference_fps": inferred,
         "capture_fps": captured,
         "display_share_of_model_only": display / model_fps,
-        "backend": window.session.inference.segmenter.description if window.session.inference.segmenter else "",
+        "backend": window.session.inference.segmenter.description
+        if window.session.inference.segmenter
+        else "",
         "input": list(args.size),
         "samples": len(samples),
         "stage_p50_ms": {stage: statistics.median(values) for stage, values in stage_samples.items()},
