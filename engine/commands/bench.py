@@ -224,30 +224,11 @@ def run_bench(
             local = Path(scratch) / f"{variant}-local.safetensors"
             local.write_bytes(checkpoint.read_bytes())  # exports and INT8 go to scratch, not weights/
             for size in sizes:
-                runners = model_runners(local, size, calibration, threads, cpu)
-                pixels = size[0] * size[1] / (360 * 480) * (4 if variant == "base" else 1)
-                # GPU runs take milliseconds: enough rounds for a stable median whatever the size.
-                times = interleaved(runners, rounds=max(5, int(rounds / pixels)) if cpu else rounds)
-                reference = 1000 / statistics.median(times[reference_runner])
-                for name, values in times.items():
-                    fps = 1000 / statistics.median(values)
-                    results.append(
-                        Result(
-                            variant,
-                            f"{size[0]}x{size[1]}",
-                            name,
-                            statistics.median(values),
-                            percentile(values, 95),
-                            fps,
-                            fps / reference,
-                            len(values),
-                        )
-                    )
-                on_table(
-                    format_table(
-                        [r for r in results if r.variant == variant and r.size == f"{size[0]}x{size[1]}"]
-                    )
+                group = measure_size(
+                    variant, local, size, calibration, threads, cpu, rounds, reference_runner
                 )
+                results += group
+                on_table(format_table(group))
         e2e = (
             end_to_end(
                 Path(scratch) / f"{variants[0]}-local.safetensors",
@@ -267,6 +248,35 @@ def run_bench(
         "results": [asdict(r) for r in results],
         "end_to_end": e2e,
     }
+
+
+def measure_size(
+    variant: str,
+    checkpoint: Path,
+    size: tuple[int, int],
+    calibration: Path | None,
+    threads: int,
+    cpu: bool,
+    rounds: int,
+    reference_runner: str,
+) -> list[Result]:
+    """Every runner on one (variant, size), interleaved; speed-ups against `reference_runner`."""
+    runners = model_runners(checkpoint, size, calibration, threads, cpu)
+    pixels = size[0] * size[1] / (360 * 480) * (4 if variant == "base" else 1)
+    # GPU runs take milliseconds: enough rounds for a stable median whatever the size.
+    times = interleaved(runners, rounds=max(5, int(rounds / pixels)) if cpu else rounds)
+    reference = 1000 / statistics.median(times[reference_runner])
+    results = []
+    for name, values in times.items():
+        fps = 1000 / statistics.median(values)
+        median = statistics.median(values)
+        size_name = f"{size[0]}x{size[1]}"
+        results.append(
+            Result(
+                variant, size_name, name, median, percentile(values, 95), fps, fps / reference, len(values)
+            )
+        )
+    return results
 
 
 def machine_description() -> dict:

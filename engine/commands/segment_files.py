@@ -58,72 +58,81 @@ def segment_video(
     between them keep memory flat and the order.
     """
     info = probe(source)
+    pipeline = _VideoPipeline()
     decode = DecodeReport()
-    stages: dict[str, list[float]] = {name: [] for name in STAGES}
-    decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
-    rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
-    failures: list[BaseException] = []
-    stop = threading.Event()
     started = time.perf_counter()
-
-    def run_decoder() -> None:
-        try:
-            clock = time.perf_counter()
-            for frame, seconds in read_frames(source, decode):
-                stages["decode"].append((time.perf_counter() - clock) * 1e3)
-                if not _put(decoded, (frame, seconds), stop):
-                    return
-                clock = time.perf_counter()
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-        finally:
-            _put(decoded, None, stop)  # skipped when stopping: the main thread checks `stop` too
-
-    def run_encoder() -> None:
-        # Postprocess, render and encode here, so the main thread only feeds the model.
-        try:
-            with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
-                while (item := rendered.get()) is not None:
-                    frame, model_labels, seconds = item
-                    clock = time.perf_counter()
-                    labels = model_labels[0].numpy()  # at the model's size: render scales the colours
-                    drawn = time.perf_counter()
-                    picture = render(view, frame, labels, segmenter.lut, alpha)
-                    encoding = time.perf_counter()
-                    writer.write(picture, seconds)
-                    stages["postprocess"].append((drawn - clock) * 1e3)
-                    stages["render"].append((encoding - drawn) * 1e3)
-                    stages["encode"].append((time.perf_counter() - encoding) * 1e3)
-        except BaseException as error:
-            failures.append(error)
-            stop.set()  # the decoder and the main thread both watch it
-            while rendered.get() is not None:  # let the main thread finish its puts
-                pass
-
     threads = [
-        threading.Thread(target=run_decoder, daemon=True),
-        threading.Thread(target=run_encoder, daemon=True),
+        threading.Thread(target=pipeline.decode, args=(source, decode), daemon=True),
+        threading.Thread(
+            target=pipeline.encode, args=(output, info, segmenter.lut, view, alpha), daemon=True
+        ),
     ]
     for thread in threads:
         thread.start()
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
     try:
-        for frame, labels, seconds in _segmented_in_order(segmenter, decoded, stop, stages):
-            rendered.put((frame, labels, seconds))
+        for item in _segmented_in_order(segmenter, pipeline.decoded, pipeline.stop, pipeline.stages):
+            pipeline.rendered.put(item)
             bar.update(1)
             bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
     except BaseException:
-        stop.set()  # unblock the decoder
+        pipeline.stop.set()  # unblock the decoder
         raise
     finally:
-        rendered.put(None)
+        pipeline.rendered.put(None)
         for thread in threads:
             thread.join()
         bar.close()
-    if failures:
-        raise failures[0]
-    medians = {stage: statistics.median(values) for stage, values in stages.items() if values}
+    if pipeline.failures:
+        raise pipeline.failures[0]
+    medians = {stage: statistics.median(values) for stage, values in pipeline.stages.items() if values}
     return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
+
+
+class _VideoPipeline:
+    """The queues, stage timings, failures and stop event that segment_video's three
+    threads share; `decode` and `encode` are the outer two threads' bodies."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, list[float]] = {name: [] for name in STAGES}
+        self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.failures: list[BaseException] = []
+        self.stop = threading.Event()
+
+    def decode(self, source: Path, report: DecodeReport) -> None:
+        try:
+            clock = time.perf_counter()
+            for frame, seconds in read_frames(source, report):
+                self.stages["decode"].append((time.perf_counter() - clock) * 1e3)
+                if not _put(self.decoded, (frame, seconds), self.stop):
+                    return
+                clock = time.perf_counter()
+        except BaseException as error:  # reported by the main thread
+            self.failures.append(error)
+        finally:
+            _put(self.decoded, None, self.stop)  # skipped when stopping: the main thread checks `stop` too
+
+    def encode(self, output: Path, info, lut, view: str, alpha: float) -> None:
+        # Postprocess, render and encode here, so the main thread only feeds the model.
+        try:
+            with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
+                while (item := self.rendered.get()) is not None:
+                    frame, model_labels, seconds = item
+                    clock = time.perf_counter()
+                    labels = model_labels[0].numpy()  # at the model's size: render scales the colours
+                    drawn = time.perf_counter()
+                    picture = render(view, frame, labels, lut, alpha)
+                    encoding = time.perf_counter()
+                    writer.write(picture, seconds)
+                    self.stages["postprocess"].append((drawn - clock) * 1e3)
+                    self.stages["render"].append((encoding - drawn) * 1e3)
+                    self.stages["encode"].append((time.perf_counter() - encoding) * 1e3)
+        except BaseException as error:
+            self.failures.append(error)
+            self.stop.set()  # the decoder and the main thread both watch it
+            while self.rendered.get() is not None:  # let the main thread finish its puts
+                pass
 
 
 def _segmented_in_order(segmenter: Segmenter, decoded: queue.Queue, stop: threading.Event, stages: dict):
