@@ -174,3 +174,23 @@ def test_the_runtime_never_imports_training_and_the_app_never_imports_commands(g
         if m.startswith("app") and t.startswith(("engine.training", "engine.commands"))
     ]
     assert runtime_to_training == [] and app_to_commands == []
+
+
+# Flat builders: one widget, menu entry or option after another, read top to bottom.
+LONG_BUILDERS = {"build_parser", "_build_widgets", "_build_menus"}
+MAX_FUNCTION_LINES = 60
+
+
+def test_functions_are_short():
+    long = []
+    for folder in ("engine", "app", "tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and node.name not in LONG_BUILDERS
+                ):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

@@ -164,7 +164,7 @@ def pack(source: Path, target: Path, quality: int = 92) -> None:
     print(f"packed {target}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -178,52 +178,52 @@ def main() -> None:
     )
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--warmup-iters", type=int, help="default: the recipe's")
-    args = parser.parse_args()
-    started = time.monotonic()
-    args.out.mkdir(parents=True, exist_ok=True)
-    report: dict = {}
+    return parser.parse_args()
 
-    def save_report() -> None:
-        (args.out / "gpu_report.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    def attempt(key: str, work) -> None:
+class Report(dict):
+    """gpu_report.json in `folder`, rewritten after every change: a run cut short keeps
+    what it measured."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.path = folder / "gpu_report.json"
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self, indent=2) + "\n")
+
+    def attempt(self, key: str, work) -> None:
         began = time.monotonic()
         try:
-            report[key] = work()
+            self[key] = work()
         except Exception:  # one failed check must not cost the others
-            report[key + "_error"] = traceback.format_exc()
-            print(report[key + "_error"], flush=True)
-        report.setdefault("seconds", {})[key] = round(time.monotonic() - began, 1)
-        save_report()
-        print(f"{key}: done in {report['seconds'][key]} s", flush=True)
+            self[key + "_error"] = traceback.format_exc()
+            print(self[key + "_error"], flush=True)
+        self.setdefault("seconds", {})[key] = round(time.monotonic() - began, 1)
+        self.save()
+        print(f"{key}: done in {self['seconds'][key]} s", flush=True)
 
-    attempt("environment", environment)
+
+def main() -> None:
+    args = parse_args()
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = Report(args.out)
+    report.attempt("environment", environment)
     if not args.no_checks:
         frame = sorted((args.data / "train").iterdir())[0]
-        attempt("segmenter", lambda: segmenter_checks(args.weights, frame, args.device))
-        attempt("bench", lambda: gpu_bench(args.weights))
+        report.attempt("segmenter", lambda: segmenter_checks(args.weights, frame, args.device))
+        report.attempt("bench", lambda: gpu_bench(args.weights))
 
     runs = Path("/tmp/gpu-runs")
     budget_s = args.seconds - (time.monotonic() - started) - SHUTDOWN_MARGIN_S - STARTUP_S
     workers = max(1, ((os.cpu_count() or 2) - len(args.variants)) // len(args.variants))
     report["training"] = {"budget_minutes": budget_s / 60, "workers_each": workers}
-    save_report()
-    processes = {}
-    for variant in args.variants:
-        tuning: dict = {"warmup_iters": args.warmup_iters} if args.warmup_iters else {}
-        if args.lr:
-            tuning["lr"] = args.lr
-        if args.init_from:
-            start = Path("/tmp") / f"init-{variant}.safetensors"
-            join(args.init_from, variant, start)
-            tuning["pretrained_backbone"] = str(start)
-        report["training"][f"{variant}_settings"] = tuning
-        log = open(runs.with_name(f"gpu-train-{variant}.txt"), "w")  # noqa: SIM115 - closed with the process
-        processes[variant] = subprocess.Popen(
-            train_command(variant, args.data, runs / variant, budget_s / 60, workers, args.device, tuning),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    report.save()
+    processes = {
+        variant: start_training(args, variant, runs, budget_s, workers, report["training"])
+        for variant in args.variants
+    }
     deadline = started + args.seconds - SHUTDOWN_MARGIN_S / 3  # past the hard stop: kill only a hung one
     for variant, process in processes.items():
         try:
@@ -234,14 +234,38 @@ def main() -> None:
         weights = runs / variant / "last.safetensors"
         if weights.is_file():
             report["training"][variant]["parts"] = half_precision_parts(weights, args.out, variant)
-    save_report()
-    with tarfile.open(args.out / "logs.tar.gz", "w:gz") as archive:
-        for variant in args.variants:
+    report.save()
+    archive_logs(args.out / "logs.tar.gz", runs, args.variants)
+    print(json.dumps(report.get("training"), indent=2))
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+def start_training(
+    args: argparse.Namespace, variant: str, runs: Path, budget_s: float, workers: int, record: dict
+) -> subprocess.Popen:
+    """One variant's training in its own process, its output in /tmp/gpu-train-<variant>.txt."""
+    tuning: dict = {"warmup_iters": args.warmup_iters} if args.warmup_iters else {}
+    if args.lr:
+        tuning["lr"] = args.lr
+    if args.init_from:
+        start = Path("/tmp") / f"init-{variant}.safetensors"
+        join(args.init_from, variant, start)
+        tuning["pretrained_backbone"] = str(start)
+    record[f"{variant}_settings"] = tuning
+    log = open(runs.with_name(f"gpu-train-{variant}.txt"), "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        train_command(variant, args.data, runs / variant, budget_s / 60, workers, args.device, tuning),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def archive_logs(archive_path: Path, runs: Path, variants: list[str]) -> None:
+    with tarfile.open(archive_path, "w:gz") as archive:
+        for variant in variants:
             for path in (runs.with_name(f"gpu-train-{variant}.txt"), runs / variant / "log.jsonl"):
                 if path.is_file():
                     archive.add(path, arcname=f"{variant}-{path.name}")
-    print(json.dumps(report.get("training"), indent=2))
-    print(f"total {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

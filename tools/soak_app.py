@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import chain
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,6 @@ def run_child(args: argparse.Namespace) -> int:
 
     from app.sources import FakeCamera
     from app.window import MainWindow
-    from engine.runtime.availability import BACKEND_CHOICES, why_unavailable
 
     application = QApplication.instance() or QApplication(sys.argv[:1])
     settings = QSettings(str(Path(args.home) / "settings.ini"), QSettings.Format.IniFormat)
@@ -66,82 +66,84 @@ def run_child(args: argparse.Namespace) -> int:
     window = MainWindow(settings, weights)
     window.resize(1280, 760)
     window.show()
-    models = args.models.split(",")
-    backends = [
-        choice
-        for choice in BACKEND_CHOICES
-        if choice.label in args.backends.split(",") and not why_unavailable(choice)
-    ]
-    window.start(None if args.source == "fake" else args.source, str(weights[models[0]]))
+    driver = SoakDriver(window, args.models.split(","), args.backends.split(","))
+    window.start(None if args.source == "fake" else args.source, str(weights[driver.models[0]]))
     if args.source == "fake":
         window.session.start_source(FakeCamera())
-    started = time.monotonic()
-    counts: dict[str, int] = {}
-    state = {"tick": 0, "errors": 0}
-    original_show_error = window.show_error
-
-    def counting_show_error(message: str) -> None:
-        state["errors"] += 1
-        print(json.dumps({"error": message}), flush=True)
-        original_show_error(message)
-
-    window.show_error = counting_show_error
-    if hasattr(window, "handlers"):
-        window.session.handlers["error"] = counting_show_error
-
-    def act() -> None:
-        action = ACTIONS[state["tick"] % len(ACTIONS)]
-        state["tick"] += 1
-        if action == "record":
-            window.session.toggle_recording()
-        elif action == "view":
-            window.next_view()
-        elif action == "seek" and window.session.source is not None and window.session.source.duration:
-            window.session.capture.seek((state["tick"] * 0.37 % 1.0) * window.session.source.duration)
-        elif action in ("pause", "resume") and window.session.capture.paused == (action == "resume"):
-            window.toggle_pause()
-        elif action == "step":
-            window.step()
-        elif action == "model" and len(models) > 1:
-            window.session.choose_model(models[(state["tick"] // len(ACTIONS)) % len(models)])
-        elif action == "backend" and len(backends) > 1:
-            window.session.choose_backend(backends[(state["tick"] // len(ACTIONS)) % len(backends)])
-        else:
-            return
-        counts[action] = counts.get(action, 0) + 1
-
-    def report() -> None:
-        capture_threads = getattr(window.session.capture, "live_threads", None)
-        print(
-            json.dumps(
-                {
-                    "t": round(time.monotonic() - started, 1),
-                    "display_fps": round(window.session.stats.fps("display"), 2),
-                    "inference_fps": round(window.session.stats.fps("inferred"), 2),
-                    "results": window.session.results_seen,
-                    "python_threads": threading.active_count(),
-                    "capture_threads": capture_threads,
-                    "model": window.session.model_name,
-                    "backend": window.session.backend_choice.label,
-                    "recording": window.session.recorder is not None,
-                    "actions": counts,
-                    "errors": state["errors"],
-                }
-            ),
-            flush=True,
-        )
 
     def finish() -> None:
-        report()
+        driver.report()
         window.close()
         application.quit()
 
-    QTimer(window, interval=int(args.action_seconds * 1000), timeout=act).start()
-    QTimer(window, interval=int(args.report_seconds * 1000), timeout=report).start()
+    QTimer(window, interval=int(args.action_seconds * 1000), timeout=driver.act).start()
+    QTimer(window, interval=int(args.report_seconds * 1000), timeout=driver.report).start()
     QTimer.singleShot(int(args.duration * 1000), finish)
     code = application.exec()
     print(json.dumps({"quit": code}), flush=True)
     return code
+
+
+class SoakDriver:
+    """Does what a user does, one action per tick (ACTIONS in turn), counts the errors the
+    window shows, and prints the state as JSON lines."""
+
+    def __init__(self, window, models: list[str], backend_labels: list[str]) -> None:
+        from engine.runtime import BACKEND_CHOICES, why_unavailable
+
+        self.window, self.session, self.models = window, window.session, models
+        self.backends = [c for c in BACKEND_CHOICES if c.label in backend_labels and not why_unavailable(c)]
+        self.started = time.monotonic()
+        self.counts: dict[str, int] = {}
+        self.tick = self.errors = 0
+        self.show_error = window.show_error
+        # Both ways errors reach the window: the session's mailbox handler and direct calls.
+        window.show_error = self.session.handlers["error"] = self.count_error
+
+    def count_error(self, message: str) -> None:
+        self.errors += 1
+        print(json.dumps({"error": message}), flush=True)
+        self.show_error(message)
+
+    def act(self) -> None:
+        window, session = self.window, self.session
+        action = ACTIONS[self.tick % len(ACTIONS)]
+        self.tick += 1
+        turn = self.tick // len(ACTIONS)
+        if action == "record":
+            session.toggle_recording()
+        elif action == "view":
+            window.next_view()
+        elif action == "seek" and session.source is not None and session.source.duration:
+            session.seek_fraction(self.tick * 0.37 % 1.0)
+        elif action in ("pause", "resume") and session.capture.paused == (action == "resume"):
+            window.toggle_pause()
+        elif action == "step":
+            window.step()
+        elif action == "model" and len(self.models) > 1:
+            session.choose_model(self.models[turn % len(self.models)])
+        elif action == "backend" and len(self.backends) > 1:
+            session.choose_backend(self.backends[turn % len(self.backends)])
+        else:
+            return
+        self.counts[action] = self.counts.get(action, 0) + 1
+
+    def report(self) -> None:
+        session = self.session
+        state = {
+            "t": round(time.monotonic() - self.started, 1),
+            "display_fps": round(session.stats.fps("display"), 2),
+            "inference_fps": round(session.stats.fps("inferred"), 2),
+            "results": session.results_seen,
+            "python_threads": threading.active_count(),
+            "capture_threads": getattr(session.capture, "live_threads", None),
+            "model": session.model_name,
+            "backend": session.backend_choice.label,
+            "recording": session.recorder is not None,
+            "actions": self.counts,
+            "errors": self.errors,
+        }
+        print(json.dumps(state), flush=True)
 
 
 # ---------------------------------------------------------------- the parent: watch and check
@@ -182,33 +184,47 @@ def soak(args: argparse.Namespace) -> dict:
     environment = dict(os.environ)
     if not environment.get("DISPLAY"):
         environment["QT_QPA_PLATFORM"] = "offscreen"
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        "--home",
-        str(home),
-        "--duration",
-        str(args.duration),
-        "--source",
-        args.source,
-        "--models",
-        args.models,
-        "--backends",
-        args.backends,
-        "--slim",
-        args.slim,
-        "--base",
-        args.base,
-        "--report-seconds",
-        str(args.report_seconds),
-        "--action-seconds",
-        str(args.action_seconds),
-    ]
     started = time.monotonic()
     child = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        child_command(args, home),
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    watched = watch(child, started + args.duration + args.grace, args.report_seconds)
+    result = {
+        "duration_s": args.duration,
+        "wall_s": round(time.monotonic() - started, 1),
+        "source": args.source,
+        "models": args.models,
+        "backends": args.backends,
+        **summarise(watched, home / "recordings"),
+    }
+    result["passed"] = not result["crashed"] and result["recordings_ok"] and bool(result["recordings"])
+    return result
+
+
+def child_command(args: argparse.Namespace, home: Path) -> list[str]:
+    options = {
+        "--home": str(home),
+        "--duration": str(args.duration),
+        "--source": args.source,
+        "--models": args.models,
+        "--backends": args.backends,
+        "--slim": args.slim,
+        "--base": args.base,
+        "--report-seconds": str(args.report_seconds),
+        "--action-seconds": str(args.action_seconds),
+    }
+    return [sys.executable, str(Path(__file__).resolve()), "--child", *chain.from_iterable(options.items())]
+
+
+def watch(child: subprocess.Popen, deadline: float, interval: float) -> dict:
+    """The child's JSON lines, /proc samples every `interval` s and stderr's tail, until it
+    exits or `deadline` passes (then it is killed: hung)."""
+    started = time.monotonic()
     samples: list[dict] = []
     lines: list[dict] = []
     stderr_tail: list[str] = []
@@ -230,28 +246,29 @@ def soak(args: argparse.Namespace) -> dict:
     readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
     for reader in readers:
         reader.start()
-    deadline = started + args.duration + args.grace
     while child.poll() is None and time.monotonic() < deadline:
         samples.append({"t": round(time.monotonic() - started, 1), **proc_status(child.pid)})
-        time.sleep(args.report_seconds)
+        time.sleep(interval)
     hung = child.poll() is None
     if hung:
         child.kill()
     code = child.wait()
     for reader in readers:
         reader.join()
+    return {"code": code, "hung": hung, "samples": samples, "lines": lines, "stderr_tail": stderr_tail}
+
+
+def summarise(watched: dict, recordings_folder: Path) -> dict:
+    """Crashes, memory, threads, FPS, errors and the decoded recordings of one soak."""
+    code, hung, samples, lines = watched["code"], watched["hung"], watched["samples"], watched["lines"]
+    stderr_tail = watched["stderr_tail"]
     reports = [line for line in lines if "t" in line]
     errors = [line["error"] for line in lines if "error" in line]
     fatal = [line for line in stderr_tail if "Fatal Python error" in line or "Segmentation fault" in line]
-    recordings = check_recordings(home / "recordings")
+    recordings = check_recordings(recordings_folder)
     rss = [sample["rss_mib"] for sample in samples if "rss_mib" in sample]
     steady = rss[len(rss) // 4 :] or rss  # after loading and the first exports
-    result = {
-        "duration_s": args.duration,
-        "wall_s": round(time.monotonic() - started, 1),
-        "source": args.source,
-        "models": args.models,
-        "backends": args.backends,
+    return {
         "exit_code": code,
         "hung_at_quit": hung,
         "crashed": code != 0 or hung or bool(fatal),
@@ -275,8 +292,6 @@ def soak(args: argparse.Namespace) -> dict:
         "recordings_ok": all(entry["ok"] for entry in recordings),
         "timeline": reports,
     }
-    result["passed"] = not result["crashed"] and result["recordings_ok"] and bool(recordings)
-    return result
 
 
 def summary(values: list[float]) -> dict:
