@@ -7,7 +7,7 @@ never builds up. Errors never kill a thread silently: they reach `on_error`.
 
 The thread rule: no service thread touches a Qt object, and the app never calls a
 Signal's `emit()` from Python, on any thread. Services report through plain
-callables; the window hands them a `Mailbox`'s methods, and a QTimer on the GUI
+callables; the session (app/session.py) hands them a `Mailbox`'s methods, and a QTimer on the GUI
 thread drains the mailbox. Qt's own signals (timers, actions, widgets) are fine.
 
 Why: the app died with "Fatal Python error: bool_dealloc: deallocating True or

@@ -1,0 +1,80 @@
+"""The session (app/session.py) without a window: the controller runs on its own and
+tells its view what changed; the window only paints what it is told."""
+
+import time
+
+from app.session import Session, unused_path, variant_name
+from app.sources import FakeCamera
+from engine.media import read_frames
+from tests.synthetic import TIMEOUT
+
+
+class RecordingView:
+    """A SessionView that writes down every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args: self.calls.append((name, args))
+
+    def said(self, name: str) -> list[tuple]:
+        return [args for called, args in self.calls if called == name]
+
+
+def drain_until(session: Session, condition, timeout_s: float = TIMEOUT / 1000) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        session.drain()  # what the window's timer does
+        time.sleep(0.005)
+
+
+def test_a_session_plays_segments_and_records_without_a_window(settings, weights):
+    view = RecordingView()
+    session = Session(view, settings, weights)
+    try:
+        session.load_model(weights["base"], variant_name("base"))
+        session.start_source(FakeCamera(size=(96, 128), fps=30))
+        drain_until(session, lambda: session.results_seen >= 3)
+        assert view.said("source_started") and view.said("model_changed")
+        assert session.running_variant() == "base" and session.model_name == "RTFormer-Base"
+        assert settings.value("checkpoint") == str(weights["base"])
+        assert view.said("show_result")[-1][0] is session.result
+
+        session.toggle_recording()
+        assert view.said("recording_changed") == [(True,)]
+        seen = session.results_seen
+        drain_until(session, lambda: session.results_seen >= seen + 5)
+        session.toggle_recording()
+        assert view.said("recording_changed") == [(True,), (False,)]
+        recorded = session.last_recording
+        assert recorded is not None and sum(1 for _ in read_frames(recorded)) >= 1
+        assert any("recorded" in args[0] for args in view.said("show_status"))
+
+        snapshot = session.snapshot()
+        assert snapshot is not None and snapshot.is_file()
+    finally:
+        session.shutdown()
+
+
+def test_the_session_tells_its_view_about_errors(settings, weights):
+    view = RecordingView()
+    session = Session(view, settings, weights)
+    try:
+        assert session.snapshot() is None
+        assert view.said("show_error") == [("nothing to snapshot yet",)]
+        session.open_location("/no/such/video.mp4")
+        drain_until(session, lambda: len(view.said("show_error")) > 1)
+        assert "/no/such/video.mp4" in view.said("show_error")[-1][0]
+    finally:
+        session.shutdown()
+
+
+def test_unused_path_never_overwrites(tmp_path):
+    first = unused_path(tmp_path, "clip", ".mp4")
+    first.write_bytes(b"x")
+    second = unused_path(tmp_path, "clip", ".mp4")
+    assert second != first and second.name == "clip-2.mp4"
