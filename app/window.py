@@ -33,7 +33,7 @@ from app.session import Session, read_setting, variant_name
 from app.sources import CameraSource, FakeCamera, FrameSource
 from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, shipped_weights
-from engine.runtime import BACKEND_CHOICES, VIEWS, why_unavailable
+from engine.runtime import VIEWS, available
 
 log = logging.getLogger("rtformer.app")
 
@@ -232,8 +232,7 @@ class MainWindow(QMainWindow):
         backend_menu.setToolTipsVisible(True)
         group = QActionGroup(self)
         self.backend_actions: dict[str, QAction] = {}
-        for choice in BACKEND_CHOICES:
-            reason = why_unavailable(choice)
+        for choice, reason in available():
             action = self._action(backend_menu, choice.label, lambda c=choice: self.session.choose_backend(c))
             action.setCheckable(True)
             group.addAction(action)

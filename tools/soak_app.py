@@ -89,10 +89,10 @@ class SoakDriver:
     window shows, and prints the state as JSON lines."""
 
     def __init__(self, window, models: list[str], backend_labels: list[str]) -> None:
-        from engine.runtime import BACKEND_CHOICES, why_unavailable
+        from engine.runtime import available
 
         self.window, self.session, self.models = window, window.session, models
-        self.backends = [c for c in BACKEND_CHOICES if c.label in backend_labels and not why_unavailable(c)]
+        self.backends = [c for c, reason in available() if c.label in backend_labels and not reason]
         self.started = time.monotonic()
         self.counts: dict[str, int] = {}
         self.tick = self.errors = 0

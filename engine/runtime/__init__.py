@@ -13,6 +13,7 @@ this package.
 from engine.runtime.availability import (
     BACKEND_CHOICES,
     BackendChoice,
+    available,
     default_backend,
     onnxruntime_conflict,
     why_unavailable,
@@ -28,6 +29,7 @@ __all__ = [
     "BackendChoice",
     "BackendError",
     "Segmenter",
+    "available",
     "default_backend",
     "format_system_report",
     "onnxruntime_conflict",

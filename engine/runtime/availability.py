@@ -74,6 +74,12 @@ def onnxruntime_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def available() -> list[tuple[BackendChoice, str]]:
+    """Every backend choice the app offers, in menu order, with the reason it cannot run
+    on this machine ("" when it can): what the Backend menu and doctor list."""
+    return [(choice, why_unavailable(choice)) for choice in BACKEND_CHOICES]
+
+
 def why_unavailable(choice: BackendChoice) -> str:
     """Empty if this machine can run `choice`, else the reason."""
     if choice.backend == "torch" and choice.device == "cuda" and not torch.cuda.is_available():

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from engine import resources
 from engine.runtime.availability import (
-    BACKEND_CHOICES,
     auto_summary,
+    available,
     cpuinfo_field,
     onnxruntime_conflict,
-    why_unavailable,
 )
 
 # CPU flags (as /proc/cpuinfo names them) that decide the speed of our CPU paths.
@@ -153,8 +152,7 @@ def openvino() -> Section:
 def backends() -> Section:
     """Every backend the app's menu lists: available, or unavailable with the reason."""
     section = Section("Backends")
-    for choice in BACKEND_CHOICES:
-        reason = why_unavailable(choice)
+    for choice, reason in available():
         section.add(choice.label, f"unavailable: {reason}" if reason else "available")
     section.add("default (auto)", auto_summary())
     return section
