@@ -7,6 +7,15 @@ Run from the repository root on the GPU machine, with CamVid packed beside the c
     python tools/gpu_check.py pack ../shared/data/CamVid .gpu/CamVid   # here, once
     python3 tools/gpu_check.py --data .gpu/CamVid --out $OUT --seconds 540  # there
 
+`--recipe distill` trains configs/<variant>-distill.toml instead (issue 9: the
+ESPNetv2 teacher run online on every crop, the Udacity frames without labels,
+warm-started from the shipped weights), at the GPU's batch 16 and full 360x480
+crops; its extra data travels packed too (`pack-distill`, 26 MB):
+
+    python tools/gpu_check.py pack-distill ../shared .gpu/distill        # here, once
+    python3 tools/gpu_check.py --recipe distill --data .gpu/CamVid --distill-data .gpu/distill \
+        --no-checks --out $OUT --seconds 540                              # there
+
 Everything lands in --out in at most 8 files of at most 15 MiB each (the device
 tool's limits): gpu_report.json, logs.tar.gz, and each trained model as float16
 safetensors, cut into numbered parts when larger. `tools/gpu_check.py join` puts
@@ -33,6 +42,7 @@ import torch
 
 PART_BYTES = 15 * 1024 * 1024
 VARIANTS = ("slim", "base")
+DISTILL_TEACHER = "espnetv2_s_2.0_city_1024x512.pth"
 SHUTDOWN_MARGIN_S = 45  # after training: fp16 conversion, packing, transfer start
 STARTUP_S = 30  # a training process's start before its clock runs: CUDA, data, workers
 
@@ -95,11 +105,13 @@ def train_command(
 def train(
     variant: str, data: str, output: str, budget_minutes: str, workers: str, device: str, tuning: str
 ) -> None:
-    """One training process (run by the main script, one per variant)."""
-    from engine.training.config import TrainConfig, read_config_file
+    """One training process (run by the main script, one per variant). `tuning` (JSON) holds
+    TrainConfig fields, and "recipe": "camvid" (default) or "distill" with "distill_data"."""
+    from engine.training.config import TrainConfig
     from engine.training.train import Trainer
 
-    recipe = read_config_file(Path(__file__).resolve().parents[1] / "configs" / f"{variant}-camvid-gpu.toml")
+    fields = json.loads(tuning)
+    recipe = recipe_fields(variant, fields.pop("recipe", "camvid"), fields.pop("distill_data", ""))
     config = TrainConfig().replace(**recipe)
     config = config.replace(
         data_root=data,
@@ -111,7 +123,29 @@ def train(
         max_minutes=float(budget_minutes) + 0.25,  # a hard stop should the probe have been optimistic
         device=device,
     )
-    Trainer(config.replace(**json.loads(tuning))).run()
+    Trainer(config.replace(**fields)).run()
+
+
+def recipe_fields(variant: str, recipe: str, distill_data: str) -> dict:
+    """The config file's fields for `recipe`; for distill, moved to the GPU: the packed
+    teacher and frames, the teacher online on the very crop, batch 16 of full 360x480 crops."""
+    from engine.training.config import read_config_file
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    if recipe == "camvid":
+        return read_config_file(configs / f"{variant}-camvid-gpu.toml")
+    if recipe != "distill":
+        raise ValueError(f"recipe must be camvid or distill, not {recipe!r}")
+    packed = Path(distill_data)
+    return {
+        **read_config_file(configs / f"{variant}-distill.toml"),
+        "unlabelled": [str(packed / "unlabelled")],
+        "teacher": str(packed / DISTILL_TEACHER),
+        "teacher_targets": "online",
+        "batch_size": 16,
+        "crop_size": [360, 480],
+        "log_interval": 50,
+    }
 
 
 def half_precision_parts(weights: Path, out: Path, name: str) -> list[str]:
@@ -164,6 +198,18 @@ def pack(source: Path, target: Path, quality: int = 92) -> None:
     print(f"packed {target}")
 
 
+def pack_distill(shared: Path, target: Path) -> None:
+    """What the distill recipe needs beside CamVid: the Udacity frames without labels and
+    the teacher's weights (26 MB together)."""
+    import shutil
+
+    (target / "unlabelled").mkdir(parents=True, exist_ok=True)
+    for frame in sorted((shared / "data" / "udacity-hmb-unlabelled").glob("*.jpg")):
+        shutil.copy(frame, target / "unlabelled" / frame.name)
+    shutil.copy(shared / "teachers" / "espnetv2-cityscapes" / DISTILL_TEACHER, target / DISTILL_TEACHER)
+    print(f"packed {target}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
@@ -176,6 +222,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--init-from", type=Path, help="a folder of <variant>.fp16.safetensors.part* to fine-tune from"
     )
+    parser.add_argument("--recipe", default="camvid", choices=("camvid", "distill"))
+    parser.add_argument("--distill-data", type=Path, help="pack-distill's folder (--recipe distill)")
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's (a CPU dry run wants 2)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     parser.add_argument("--warmup-iters", type=int, help="default: the recipe's")
     return parser.parse_args()
@@ -247,6 +296,12 @@ def start_training(
     tuning: dict = {"warmup_iters": args.warmup_iters} if args.warmup_iters else {}
     if args.lr:
         tuning["lr"] = args.lr
+    if args.batch_size:
+        tuning["batch_size"] = args.batch_size
+    if args.recipe == "distill":
+        if args.distill_data is None:
+            raise SystemExit("--recipe distill needs --distill-data (made by pack-distill)")
+        tuning.update(recipe="distill", distill_data=str(args.distill_data))
     if args.init_from:
         start = Path("/tmp") / f"init-{variant}.safetensors"
         join(args.init_from, variant, start)
@@ -273,6 +328,8 @@ if __name__ == "__main__":
         train(*sys.argv[2:9])
     elif len(sys.argv) > 1 and sys.argv[1] == "pack":
         pack(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "pack-distill":
+        pack_distill(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "join":
         join(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     else:
