@@ -71,14 +71,18 @@ def segmenter_checks(checkpoint: Path, frame_path: Path, device: str) -> dict:
     for size in ((360, 480), (720, 960)):
         frame = cv2.resize(cv2.imread(str(frame_path)), size[::-1])
         reference = Segmenter(checkpoint, backend="torch", device="cpu").predict(frame)
-        for precision in ("fp32", "fp16") if device == "cuda" else ("fp32",):
-            segmenter = Segmenter(checkpoint, backend="torch", device=device, precision=precision)
+        for precision, graphs in ((p, g) for p in ("fp32", "fp16") for g in (False, True)):
+            if device != "cuda" and (precision, graphs) != ("fp32", False):
+                continue
+            segmenter = Segmenter(
+                checkpoint, backend="torch", device=device, precision=precision, cuda_graphs=graphs
+            )
             labels = segmenter.predict(frame)
             stages = []
             for _ in range(50):
                 segmenter.predict(frame)
                 stages.append(segmenter.timings)
-            results[f"{size[0]}x{size[1]} {precision}"] = {
+            results[f"{size[0]}x{size[1]} {precision}{' graphs' if graphs else ''}"] = {
                 "agreement_with_cpu_fp32": float((labels == reference).mean()),
                 "median_ms": {
                     stage: float(np.median([getattr(t, stage) for t in stages]))

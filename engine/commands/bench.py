@@ -114,6 +114,21 @@ def model_runners(
             runners[f"{backend} {precision}"] = runner(backend, precision)
     if torch.cuda.is_available():
         runners.update(cuda_runners(model, blob))
+        runners.update(cuda_backend_runners(checkpoint, frames))
+    return runners
+
+
+def cuda_backend_runners(checkpoint: Path, frames: np.ndarray) -> dict:
+    """The PyTorch CUDA backend as the Segmenter runs it (uint8 frames up, normalisation
+    and argmax on the GPU, labels down), eager against CUDA graphs (issue 14)."""
+    from engine.runtime.backends import TorchBackend
+
+    runners = {}
+    for precision in ("fp32", "fp16"):
+        for graphs in (False, True):
+            backend = TorchBackend(checkpoint, "cuda", precision, cuda_graphs=graphs)
+            name = f"cuda {precision} {'graphs' if graphs else 'eager'}"
+            runners[name] = lambda chosen=backend: chosen.infer_labels(frames)  # .cpu() waits for the GPU
     return runners
 
 

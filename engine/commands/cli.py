@@ -159,6 +159,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
         args.precision,
         calibration=args.calibration,
         streams=args.streams,
+        cuda_graphs=False if args.no_cuda_graphs else None,
     )
     print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
     report = segment_path(segmenter, args.input, args.output, args.view, args.alpha, args.labels)
@@ -357,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="frames in flight on OpenVINO (throughput: 19.8 vs 16.1 FPS with 1 on 360x480 video, 2 cores)",
+    )
+    segment.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="PyTorch CUDA: launch kernels one by one (also RTFORMER_CUDA_GRAPHS=0)",
     )
     segment.add_argument("--view", default="overlay", choices=VIEWS)
     segment.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")

@@ -25,6 +25,7 @@ from engine.model.checkpoint import load_checkpoint
 from engine.runtime.artifacts import first_line, opened_with_repair, openvino_cache_folder
 from engine.runtime.errors import BackendError
 from engine.runtime.export import normalise_frames
+from engine.runtime.graphs import GraphedForward
 from engine.runtime.postprocess import argmax_channels
 
 log = logging.getLogger("rtformer.engine")
@@ -55,9 +56,17 @@ def ort_providers() -> list[str]:
 
 class TorchBackend:
     """PyTorch eager: inference mode, channels-last, fp16 on CUDA; on CUDA the
-    normalisation runs on the GPU (the CPU only resizes)."""
+    normalisation and the argmax run on the GPU (the CPU only resizes), replayed as a
+    CUDA graph per input shape unless `cuda_graphs` is False (engine.runtime.graphs)."""
 
-    def __init__(self, checkpoint: Path, device: str, precision: str, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: Path,
+        device: str,
+        precision: str,
+        threads: int | None = None,
+        cuda_graphs: bool = True,
+    ) -> None:
         if device == "cuda" and not cuda_available():
             raise BackendError("PyTorch CUDA asked for, but this machine has no CUDA device")
         if precision in ("int8", "bf16"):
@@ -74,27 +83,42 @@ class TorchBackend:
         self.std = (torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
         self.takes_frames = self.device.type == "cuda"
         self.parallel = 1
-        self.description = f"PyTorch {device.upper()} {precision}"
+        self.precision = precision
+        on_cuda = self.device.type == "cuda"
+        self.graphed = GraphedForward(self.forward_frames) if on_cuda and cuda_graphs else None
+
+    @property
+    def description(self) -> str:
+        graphs = " (CUDA graphs)" if self.graphed is not None and self.graphed.active else ""
+        return f"PyTorch {self.device.type.upper()} {self.precision}{graphs}"
+
+    def forward_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BGR uint8 frames (N, h, w, 3) on the device -> (logits (N, C, h, w), labels (N, h, w) uint8)."""
+        images = normalise_frames(frames, self.mean, self.std)
+        logits = self.model(images.contiguous(memory_format=torch.channels_last))
+        return logits, logits.argmax(1).to(torch.uint8)
 
     @torch.inference_mode()
-    def _logits(self, batch: np.ndarray) -> torch.Tensor:
+    def _run(self, batch: np.ndarray, want_labels: bool) -> torch.Tensor:
         if batch.dtype == np.uint8:  # resized BGR frames (N, h, w, 3): normalise on the device
             frames = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            images = normalise_frames(frames, self.mean, self.std)
-        else:
-            images = torch.from_numpy(batch).to(self.device, self.dtype)
-        return self.model(images.contiguous(memory_format=torch.channels_last))
-
-    def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
-        return self._logits(batch).float()
-
-    def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
-        """On CUDA the argmax runs on the device and only the labels cross to the host."""
-        logits = self._logits(batch)
+            logits, labels = (self.graphed or self.forward_frames)(frames)
+            return labels.cpu() if want_labels else logits.float()
+        images = torch.from_numpy(batch).to(self.device, self.dtype)
+        logits = self.model(images.contiguous(memory_format=torch.channels_last))
+        if not want_labels:
+            return logits.float()
         if self.device.type == "cuda":
             return logits.argmax(1).to(torch.uint8).cpu()
         labels = [argmax_channels(plane.float().numpy()) for plane in logits]
         return torch.from_numpy(np.stack(labels))
+
+    def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
+        return self._run(batch, want_labels=False)
+
+    def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
+        """On CUDA the argmax runs on the device and only the labels cross to the host."""
+        return self._run(batch, want_labels=True)
 
 
 class OnnxRuntimeBackend:
@@ -303,12 +327,13 @@ def create_backend(
     calibration: str | Path | None,
     threads: int | None,
     streams: int = 1,
+    cuda_graphs: bool = True,
 ) -> Backend:
     """Build the backend for concrete choices (engine.runtime.availability.resolve turns "auto"
     into them). `streams` (frames at once, for files) applies to OpenVINO; the others run
-    one frame at a time."""
+    one frame at a time. `cuda_graphs` applies to PyTorch on CUDA."""
     if backend == "torch":
-        chosen: Backend = TorchBackend(checkpoint, device, precision, threads)
+        chosen: Backend = TorchBackend(checkpoint, device, precision, threads, cuda_graphs)
     elif backend == "openvino":
         chosen = OpenVinoBackend(checkpoint, device, precision, calibration, threads, streams)
     elif backend == "onnxruntime":

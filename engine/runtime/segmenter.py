@@ -25,6 +25,7 @@ from engine.model.checkpoint import CheckpointInfo, read_checkpoint_info
 from engine.runtime.availability import resolve
 from engine.runtime.backends import create_backend
 from engine.runtime.errors import BackendError
+from engine.runtime.graphs import cuda_graphs_by_default
 from engine.runtime.postprocess import argmax_channels, labels_at, labels_from_logits
 from engine.runtime.preprocess import Preprocessor, check_frame, model_input_size
 from engine.runtime.render import VIEWS, colorize, overlay, palette_lut, render
@@ -84,7 +85,9 @@ class Segmenter:
     this checkpoint is measured within limits (engine.runtime.availability.fastest_cpu_choice);
     on CUDA, ONNX Runtime with TensorRT where present, else PyTorch (fp16 when the
     precision is auto). `description` says what it picked. `predict` returns labels
-    and leaves the stage times in `timings`.
+    and leaves the stage times in `timings`. PyTorch on CUDA replays a CUDA graph per
+    input shape (engine.runtime.graphs) unless `cuda_graphs` is False or the
+    environment has RTFORMER_CUDA_GRAPHS=0.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class Segmenter:
         calibration: str | Path | None = None,
         threads: int | None = None,
         streams: int = 1,
+        cuda_graphs: bool | None = None,
     ) -> None:
         _check_choice("backend", backend, BACKENDS)
         _check_choice("device", device, DEVICES)
@@ -107,8 +111,10 @@ class Segmenter:
         backend, device, precision = resolve(
             self.checkpoint, backend, device, precision, self.input_size, calibration, threads
         )
+        if cuda_graphs is None:
+            cuda_graphs = cuda_graphs_by_default()
         self.backend = create_backend(
-            self.checkpoint, backend, device, precision, calibration, threads, streams
+            self.checkpoint, backend, device, precision, calibration, threads, streams, cuda_graphs
         )
         self.preprocessor = Preprocessor(self.input_size, self.info.mean, self.info.std)
         self.lut = palette_lut(self.info.palette)
