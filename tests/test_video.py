@@ -201,3 +201,85 @@ def test_segment_with_openvino_streams_writes_what_one_stream_writes(tmp_path, c
     assert len(outputs[1]) == len(outputs[2]) == 12
     for one, two in zip(outputs[1], outputs[2], strict=True):
         assert np.abs(one.astype(int) - two.astype(int)).mean() < 2  # same labels, same order
+
+
+def test_batches_come_back_in_order_and_the_last_one_is_padded_to_the_same_shape():
+    import queue
+    import random
+    import threading
+    import time
+
+    import torch
+
+    from engine.commands.segment_files import _segmented_in_order
+
+    shapes = []
+
+    class BatchingBackend:
+        parallel = 2
+
+        def infer_labels(self, batch):
+            shapes.append(batch.shape[0])
+            time.sleep(random.uniform(0, 0.02))
+            return torch.from_numpy(batch[..., 0].copy())
+
+    class Prepared:
+        backend = BatchingBackend()
+
+        def prepare(self, frame):
+            return frame[None]
+
+    decoded: queue.Queue = queue.Queue()
+    for index in range(7):
+        decoded.put((np.full((4, 4, 3), index, np.uint8), index / 10))
+    decoded.put(None)
+    stages = {"preprocess": [], "inference": []}
+    results = list(_segmented_in_order(Prepared(), decoded, threading.Event(), stages, batch_size=3))
+    assert [int(labels[0, 0, 0]) for _, labels, _ in results] == list(range(7))
+    assert all(labels.shape == (1, 4, 4) for _, labels, _ in results)
+    assert shapes == [3, 3, 3]  # 3 + 3 + 1 padded to 3: one CUDA graph shape
+    assert len(stages["inference"]) == 7
+
+
+def test_the_batch_size_is_measured_only_where_batches_can_pay(tmp_path, checkpoint):
+    import time
+
+    import torch
+
+    from engine.commands.segment_files import measured_batch_size
+    from engine.runtime.segmenter import Segmenter
+
+    class LaunchBound:
+        batches = True
+
+        def infer_labels(self, batch):
+            time.sleep(0.004 + 0.0002 * batch.shape[0])  # a launch costs more than a frame
+            return torch.zeros(batch.shape[0], 4, 4, dtype=torch.uint8)
+
+    class Prepared:
+        backend = LaunchBound()
+
+        def prepare(self, frame):
+            return frame[None]
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    assert measured_batch_size(Prepared(), frame) == 8
+    cpu = Segmenter(checkpoint, backend="onnxruntime", device="cpu", precision="fp32")
+    assert measured_batch_size(cpu, frame) == 1
+
+
+def test_segment_in_batches_writes_what_one_frame_at_a_time_writes(tmp_path, checkpoint):
+    from engine.commands.segment_files import segment_video
+    from engine.runtime.segmenter import Segmenter
+
+    video = write_video(tmp_path / "in.mp4", frames=7, fps=10)
+    segmenter = Segmenter(checkpoint, backend="torch", device="cpu")
+    outputs = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"out{batch_size}.mp4"
+        report = segment_video(segmenter, video, out, progress=False, batch_size=batch_size)
+        assert report.frames == 7
+        outputs[batch_size] = [frame for frame, _ in read_frames(out)]
+    assert len(outputs[3]) == 7
+    for one, three in zip(outputs[1], outputs[3], strict=True):
+        assert np.abs(one.astype(int) - three.astype(int)).mean() < 1

@@ -38,6 +38,7 @@ class Backend(Protocol):
     description: str
     takes_frames: bool  # True: resized uint8 BGR frames in; False: normalised float images
     parallel: int  # how many infer calls may run at once, from as many threads
+    batches: bool  # whether several frames a call may pay (then `segment` measures how many)
 
     def infer_logits(self, batch: np.ndarray) -> torch.Tensor: ...  # (N, C, h, w) float
 
@@ -85,6 +86,7 @@ class TorchBackend:
         self.parallel = 1
         self.precision = precision
         on_cuda = self.device.type == "cuda"
+        self.batches = on_cuda  # a GPU has room for more frames a launch; a CPU core does not
         self.graphed = GraphedForward(self.forward_frames) if on_cuda and cuda_graphs else None
 
     @property
@@ -126,6 +128,7 @@ class OnnxRuntimeBackend:
 
     takes_frames = True  # the deployment graph normalises
     parallel = 1
+    batches = False
 
     def __init__(
         self,
@@ -225,6 +228,7 @@ class OpenVinoBackend:
     where a frame's latency does not matter and throughput does."""
 
     takes_frames = True
+    batches = False  # streams, not batches, give OpenVINO its frames in flight
 
     def __init__(
         self,
