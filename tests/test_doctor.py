@@ -31,7 +31,7 @@ def test_the_backend_section_follows_the_machine(monkeypatch):
     monkeypatch.setattr(engine.runtime.availability.torch.cuda, "is_available", lambda: True)
     rows = dict(engine.runtime.doctor.backends().rows)
     assert rows["PyTorch CUDA (fp16)"] == "available"
-    assert rows["default (auto)"] == "PyTorch CUDA (fp16)"
+    assert rows["default (auto)"].startswith("the fastest CUDA backend whose labels keep 99.9%")
     monkeypatch.setattr(engine.runtime.availability.torch.cuda, "is_available", lambda: False)
     assert dict(engine.runtime.doctor.backends().rows)["PyTorch CUDA (fp16)"].startswith(
         "unavailable: no CUDA"

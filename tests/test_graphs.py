@@ -109,3 +109,53 @@ def test_graphs_can_be_turned_off(monkeypatch, tmp_path):
     arguments = ["segment", str(video), "-o", str(out), "--checkpoint", str(checkpoint), "--backend", "torch"]
     assert main([*arguments, "--device", "cpu", "--no-cuda-graphs"]) in (0, None)
     assert out.is_file()
+
+
+# ---------------------------------------------------------------- "auto" on CUDA, measured
+
+
+def test_cuda_candidates_follow_the_request_and_the_installed_runtimes(monkeypatch):
+    from engine.runtime import availability
+
+    monkeypatch.setattr(availability, "onnxruntime_providers", lambda: ["CPUExecutionProvider"])
+    assert availability.cuda_candidates("auto", "auto") == [("torch", "fp32"), ("torch", "fp16")]
+    assert availability.cuda_candidates("torch", "fp16") == [("torch", "fp16")]
+    monkeypatch.setattr(availability, "onnxruntime_providers", lambda: ["TensorrtExecutionProvider"])
+    assert ("onnxruntime", "fp32") in availability.cuda_candidates("auto", "auto")
+
+
+def test_auto_on_cuda_takes_the_fastest_precision_that_keeps_the_labels(monkeypatch, tmp_path):
+    from engine.runtime import availability
+
+    checkpoint = write_checkpoint(tmp_path / "slim.safetensors", "slim")
+    monkeypatch.setattr(availability.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(availability.torch.cuda, "get_device_name", lambda index=0: "Fake GPU")
+    monkeypatch.setattr(availability, "onnxruntime_providers", lambda: ["CPUExecutionProvider"])
+    agreement = {("torch", "fp32"): 1.0, ("torch", "fp16"): 0.998}  # fp16 changes 0.2% of labels
+    timed = []
+
+    def fake_timing(checkpoint, candidates, size, calibration, threads, device="cpu"):
+        timed.append((tuple(candidates), device))
+        return {c: 3.0 if c == ("torch", "fp16") else 5.0 for c in candidates}
+
+    monkeypatch.setattr(availability, "label_agreement", lambda *args: dict(agreement))
+    monkeypatch.setattr(availability, "time_candidates", fake_timing)
+    assert availability.resolve(checkpoint, "auto", "auto", "auto", (360, 480)) == ("torch", "cuda", "fp32")
+    assert timed == [(((("torch", "fp32"),), "cuda"))]  # fp16 was never timed
+    agreement[("torch", "fp16")] = 0.9995
+    other = write_checkpoint(tmp_path / "other.safetensors", "slim", input_size=(96, 128))  # other digest
+    assert availability.resolve(other, "auto", "auto", "auto", (360, 480)) == ("torch", "cuda", "fp16")
+    availability.resolve(other, "auto", "auto", "auto", (360, 480))
+    assert len(timed) == 2  # remembered
+    # INT8 and an explicit ONNX Runtime are not measured.
+    assert availability.resolve(other, "auto", "cuda", "int8") == ("onnxruntime", "cuda", "int8")
+    assert availability.resolve(other, "onnxruntime", "cuda", "auto") == ("onnxruntime", "cuda", "fp32")
+
+
+def test_label_agreement_runs_the_backends_on_the_bundled_frames(tmp_path):
+    from engine.runtime.availability import label_agreement
+
+    checkpoint = write_checkpoint(tmp_path / "slim.safetensors", "slim")
+    shares = label_agreement(checkpoint, [("torch", "fp32"), ("onnxruntime", "fp32")], (96, 128), "cpu")
+    assert shares[("torch", "fp32")] == 1.0
+    assert shares[("onnxruntime", "fp32")] > 0.99

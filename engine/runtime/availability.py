@@ -8,6 +8,12 @@ within ACCURACY_LIMITS (a record written by `tools/backend_accuracy.py` beside t
 weights; fp32 costs nothing), each is timed on this machine at the model's input
 size, and the fastest wins. The decision is cached per checkpoint, size, threads,
 CPU and runtime versions, so the timing runs once.
+
+On CUDA "auto" is measured the same way (`fastest_cuda_choice`) among PyTorch fp32,
+PyTorch fp16 (both with CUDA graphs unless turned off) and ONNX Runtime's CUDA or
+TensorRT provider where installed; a precision other than fp32 is a candidate only
+when its labels agree with PyTorch fp32's on at least 99.9% of the pixels of the
+bundled calibration frames (issue 14: on an H200, fp16 was no faster than fp32).
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ CPU_CANDIDATES = (
 ACCURACY_REFERENCE = "onnxruntime fp32"
 
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+CUDA_CANDIDATES = (("torch", "fp32"), ("torch", "fp16"), ("onnxruntime", "fp32"))
+# The share of pixels whose labels a GPU precision must keep against PyTorch fp32 (issue 14).
+CUDA_LABEL_AGREEMENT = 0.999
+AGREEMENT_FRAMES = 4  # of the bundled calibration frames
 
 
 def onnxruntime_providers() -> list[str]:
@@ -107,25 +117,26 @@ def openvino_unavailable(precision: str) -> str:
 
 
 def default_backend() -> BackendChoice:
-    """What the app starts with: "auto", which measures (on the CPU) or takes TensorRT
-    through ONNX Runtime, else PyTorch CUDA fp16 (on a GPU); see `fastest_cpu_choice`."""
+    """What the app starts with: "auto", which measures the candidates on this machine
+    (`fastest_cpu_choice`, `fastest_cuda_choice`)."""
     return AUTOMATIC
 
 
 def auto_summary() -> str:
     """What "auto" runs on this machine, in words (doctor's report)."""
-    if torch.cuda.is_available():
-        tensorrt = "TensorrtExecutionProvider" in onnxruntime_providers()
-        return "ONNX Runtime CUDA/TensorRT" if tensorrt else "PyTorch CUDA (fp16)"
     remembered = _remembered_choices().values()
     picks = sorted(
         {" ".join(map(str, entry.get("picked", []))) for entry in remembered if isinstance(entry, dict)}
     )
     measured = f"; measured here so far: {', '.join(picks)}" if picks else ""
-    return f"the fastest CPU backend within the accuracy limits, timed at first use{measured}"
+    if torch.cuda.is_available():
+        rule = "the fastest CUDA backend whose labels keep 99.9% of fp32's, timed at first use"
+    else:
+        rule = "the fastest CPU backend within the accuracy limits, timed at first use"
+    return rule + measured
 
 
-# ---------------------------------------------------------------- the measured CPU choice
+# ---------------------------------------------------------------- the measured choice
 
 
 def resolve(
@@ -138,19 +149,20 @@ def resolve(
     threads: int | None = None,
 ) -> tuple[str, str, str]:
     """Concrete (backend, device, precision) for a request that may say "auto". On the CPU
-    the measured `fastest_cpu_choice`; on CUDA, ONNX Runtime with TensorRT where present
-    (and for INT8), else PyTorch, fp16 when the precision is auto."""
+    the measured `fastest_cpu_choice`; on CUDA the measured `fastest_cuda_choice` (INT8
+    runs on ONNX Runtime's CPU provider); PyTorch on the CPU is fp32."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and backend != "torch" and "auto" in (backend, precision):
         backend, precision = fastest_cpu_choice(
             checkpoint, backend, precision, input_size, calibration, threads
         )
-    elif backend == "auto":
-        tensorrt = "TensorrtExecutionProvider" in onnxruntime_providers()
-        backend = "onnxruntime" if precision == "int8" or tensorrt else "torch"
-    if precision == "auto":  # PyTorch, or a GPU
-        precision = "fp16" if backend == "torch" and device == "cuda" else "fp32"
+    elif device == "cuda" and precision == "int8":
+        backend = "onnxruntime"
+    elif device == "cuda" and backend in ("auto", "torch") and "auto" in (backend, precision):
+        backend, precision = fastest_cuda_choice(checkpoint, backend, precision, input_size)
+    if precision == "auto":  # PyTorch on the CPU, or ONNX Runtime asked for on CUDA
+        precision = "fp32"
     return backend, device, precision
 
 
@@ -207,29 +219,98 @@ def fastest_cpu_choice(
     candidates = cpu_candidates(checkpoint, backend, precision)
     if not candidates:
         raise BackendError(f"no CPU backend here runs backend={backend} precision={precision}")
+    return _fastest_choice(checkpoint, candidates, "cpu", input_size, calibration, threads)
+
+
+def cuda_candidates(backend: str, precision: str) -> list[tuple[str, str]]:
+    """The CUDA (backend, precision) pairs the request leaves open and this machine runs."""
+    runs_onnx_on_gpu = bool(set(onnxruntime_providers()) & GPU_PROVIDERS)
+    return [
+        (name, kind)
+        for name, kind in CUDA_CANDIDATES
+        if backend in ("auto", name)
+        and precision in ("auto", kind)
+        and (name != "onnxruntime" or runs_onnx_on_gpu)
+    ]
+
+
+def fastest_cuda_choice(
+    checkpoint: str | Path,
+    backend: str = "auto",
+    precision: str = "auto",
+    input_size: tuple[int, int] | None = None,
+) -> tuple[str, str]:
+    """The (backend, precision) that runs this checkpoint fastest on this GPU among
+    `cuda_candidates` whose labels keep CUDA_LABEL_AGREEMENT with fp32, timed once and
+    remembered."""
+    if not torch.cuda.is_available():
+        raise BackendError("CUDA asked for, but this machine has no CUDA device")
+    candidates = cuda_candidates(backend, precision)
+    if not candidates:
+        raise BackendError(f"no CUDA backend here runs backend={backend} precision={precision}")
+    return _fastest_choice(checkpoint, candidates, "cuda", input_size, None, None)
+
+
+def _fastest_choice(
+    checkpoint: str | Path,
+    candidates: list[tuple[str, str]],
+    device: str,
+    input_size: tuple[int, int] | None,
+    calibration: str | Path | None,
+    threads: int | None,
+) -> tuple[str, str]:
     if len(candidates) == 1:
         return candidates[0]
     from engine.runtime.artifacts import file_digest
     from engine.runtime.preprocess import model_input_size
 
     size = model_input_size(input_size, input_size) if input_size else (352, 480)
-    key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration)
+    key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration, device)
     remembered = _remembered_choices()
     if isinstance(remembered.get(key), dict) and tuple(remembered[key].get("picked", ())) in candidates:
         picked = tuple(remembered[key]["picked"])
         log.info("auto: %s %s (measured before on this machine)", *picked)
         return picked
-    log.info("auto: timing %s at %dx%d (once per checkpoint and machine)", candidates, *size)
-    medians = time_candidates(checkpoint, candidates, size, calibration, threads)
+    agreement = {}
+    if device == "cuda":
+        agreement = label_agreement(checkpoint, candidates, size)
+        candidates = [c for c in candidates if agreement[c] >= CUDA_LABEL_AGREEMENT]
+    log.info("auto: timing %s at %dx%d on %s (once per checkpoint and machine)", candidates, *size, device)
+    medians = time_candidates(checkpoint, candidates, size, calibration, threads, device=device)
     picked = min(medians, key=medians.get)
-    log.info(
-        "auto: picked %s %s; median ms %s",
-        *picked,
-        {f"{b} {p}": round(t, 1) for (b, p), t in medians.items()},
-    )
-    remembered[key] = {"picked": list(picked), "median_ms": {f"{b} {p}": t for (b, p), t in medians.items()}}
+    named = {f"{b} {p}": round(t, 2) for (b, p), t in medians.items()}
+    log.info("auto: picked %s %s; median ms %s", *picked, named)
+    remembered[key] = {
+        "picked": list(picked),
+        "median_ms": named,
+        "label_agreement": {f"{b} {p}": share for (b, p), share in agreement.items()},
+    }
     _choices_file().write_text(json.dumps(remembered, indent=1) + "\n")
     return picked
+
+
+def label_agreement(
+    checkpoint: str | Path, candidates: list[tuple[str, str]], size: tuple[int, int], device: str = "cuda"
+) -> dict[tuple[str, str], float]:
+    """Each candidate's share of pixels labelled as the first candidate (fp32) labels them,
+    on the bundled calibration frames resized to `size`."""
+    import cv2
+
+    from engine.media import list_images
+    from engine.runtime.artifacts import default_calibration
+    from engine.runtime.backends import create_backend
+
+    folder = default_calibration()
+    images = list_images(folder)[:AGREEMENT_FRAMES] if folder else []
+    if not images:
+        raise BackendError("the bundled calibration frames are missing: reinstall RTFormer Studio")
+    frames = np.stack([cv2.resize(cv2.imread(str(path)), size[::-1]) for path in images])
+    labels = {}
+    for name, kind in candidates:
+        backend = create_backend(Path(checkpoint), name, device, kind, None, None)
+        labels[(name, kind)] = torch.cat([backend.infer_labels(frame[None]) for frame in frames])
+    reference = labels[candidates[0]]
+    return {candidate: float((found == reference).float().mean()) for candidate, found in labels.items()}
 
 
 def time_candidates(
@@ -239,15 +320,17 @@ def time_candidates(
     calibration: str | Path | None,
     threads: int | None,
     rounds: int = 8,
+    device: str = "cpu",
 ) -> dict[tuple[str, str], float]:
     """Median ms of each candidate on one random frame, timed interleaved round by round
-    so that load from elsewhere on the machine slows them alike."""
+    so that load from elsewhere on the machine slows them alike (on CUDA the labels'
+    copy to the host waits for the GPU)."""
     from engine.runtime.backends import create_backend
 
     frames = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
     runners = {}
     for name, kind in candidates:
-        chosen = create_backend(Path(checkpoint), name, "cpu", kind, calibration, threads)
+        chosen = create_backend(Path(checkpoint), name, device, kind, calibration, threads)
         runners[(name, kind)] = chosen
         for _ in range(2):  # warm-up: first-run allocations and compilation
             chosen.infer_labels(frames)
@@ -260,10 +343,12 @@ def time_candidates(
     return {candidate: statistics.median(values) for candidate, values in times.items()}
 
 
-def _choice_key(digest, size, threads, candidates, calibration) -> str:
-    versions = installed_distributions("onnxruntime", "openvino")
-    cpu = _cpu_name()
-    text = json.dumps([digest, size, threads or os.cpu_count(), candidates, str(calibration), versions, cpu])
+def _choice_key(digest, size, threads, candidates, calibration, device: str = "cpu") -> str:
+    versions = installed_distributions("onnxruntime", "openvino", "onnxruntime-gpu", "torch")
+    machine = _cpu_name() if device == "cpu" else torch.cuda.get_device_name(0)
+    text = json.dumps(
+        [digest, size, threads or os.cpu_count(), candidates, str(calibration), versions, machine]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -83,8 +83,9 @@ class Segmenter:
     "auto" (backend or precision) on the CPU picks, by timing them on this machine at
     the model's input size, the fastest backend and precision whose accuracy cost for
     this checkpoint is measured within limits (engine.runtime.availability.fastest_cpu_choice);
-    on CUDA, ONNX Runtime with TensorRT where present, else PyTorch (fp16 when the
-    precision is auto). `description` says what it picked. `predict` returns labels
+    on CUDA, timed the same way, the fastest of PyTorch fp32, PyTorch fp16 and ONNX
+    Runtime's CUDA/TensorRT provider (where installed) whose labels keep 99.9% of
+    PyTorch fp32's (fastest_cuda_choice). `description` says what it picked. `predict` returns labels
     and leaves the stage times in `timings`. PyTorch on CUDA replays a CUDA graph per
     input shape (engine.runtime.graphs) unless `cuda_graphs` is False or the
     environment has RTFORMER_CUDA_GRAPHS=0.
