@@ -3,7 +3,8 @@
 Inside, each module imports only those before it: `errors`, `preprocess`,
 `postprocess`, `export` and `quantize` (how graphs are made), `artifacts` (the one
 owner of ONNX models, INT8 models and the OpenVINO cache: names, building, repair),
-`backends` (PyTorch, ONNX Runtime, OpenVINO: they only open artefacts),
+`graphs` (CUDA graphs for PyTorch on CUDA), `backends` (PyTorch, ONNX Runtime,
+OpenVINO: they only open artefacts),
 `availability` (which backends this machine runs and the measured auto choice),
 `render` (the one renderer), `segmenter` (the facade) and `doctor` (the system
 report). Modules inside the runtime import each other by module, never through
