@@ -36,7 +36,7 @@ from app.services import (
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
 from engine.media import VideoError
 from engine.resources import demo_video, recordings_dir
-from engine.runtime import BACKEND_CHOICES, BackendChoice, Segmenter, available, default_backend
+from engine.runtime import BACKEND_CHOICES, BackendChoice, Segmenter, default_backend, why_unavailable
 
 log = logging.getLogger("rtformer.app")
 MAX_RECENT = 8
@@ -246,7 +246,8 @@ class Session:
         """The stored backend choice when it is still available here, else the default."""
         default = default_backend()
         label = self.settings.value("backend", default.label)
-        return next((c for c, reason in available() if c.label == label and not reason), default)
+        stored = next((c for c in BACKEND_CHOICES if c.label == label), None)
+        return stored if stored is not None and not why_unavailable(stored) else default
 
     # ------------------------------------------------------------ view settings and results
 

@@ -134,11 +134,11 @@ def test_auto_on_cuda_takes_the_fastest_precision_that_keeps_the_labels(monkeypa
     agreement = {("torch", "fp32"): 1.0, ("torch", "fp16"): 0.998}  # fp16 changes 0.2% of labels
     timed = []
 
-    def fake_timing(checkpoint, candidates, size, calibration, threads, device="cpu"):
+    def fake_timing(checkpoint, candidates, size, calibration, threads, device="cpu", cuda_graphs=False):
         timed.append((tuple(candidates), device))
         return {c: 3.0 if c == ("torch", "fp16") else 5.0 for c in candidates}
 
-    monkeypatch.setattr(availability, "label_agreement", lambda *args: dict(agreement))
+    monkeypatch.setattr(availability, "label_agreement", lambda *args, **options: dict(agreement))
     monkeypatch.setattr(availability, "time_candidates", fake_timing)
     assert availability.resolve(checkpoint, "auto", "auto", "auto", (360, 480)) == ("torch", "cuda", "fp32")
     assert timed == [(((("torch", "fp32"),), "cuda"))]  # fp16 was never timed

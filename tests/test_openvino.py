@@ -126,7 +126,7 @@ def test_auto_picks_the_fastest_measured_and_remembers_it(tmp_path, checkpoint, 
     local = shutil.copy(checkpoint, tmp_path / "timed.safetensors")
     timed = []
 
-    def fake_timing(checkpoint, candidates, size, calibration, threads, device="cpu"):
+    def fake_timing(checkpoint, candidates, size, calibration, threads, device="cpu", cuda_graphs=False):
         timed.append(size)
         return {candidate: 10.0 if candidate == ("openvino", "fp32") else 20.0 for candidate in candidates}
 

@@ -99,10 +99,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         device = pick_device(args.device, 0)
         model, _ = load_checkpoint(args.checkpoint, device)
         report = evaluate(model, dataset, device, scales=args.scales, flip=args.flip)
+    print_report(report, args.output)
+
+
+def print_report(report, output: str | None) -> None:
+    """An evaluation's table, and its JSON written to `output` when given."""
     print(report.table())
-    if args.output:
-        report.to_json(args.output)
-        print(f"wrote {args.output}")
+    if output:
+        report.to_json(output)
+        print(f"wrote {output}")
 
 
 def cmd_eval_teacher(args: argparse.Namespace) -> None:
@@ -113,10 +118,7 @@ def cmd_eval_teacher(args: argparse.Namespace) -> None:
     dataset = open_dataset("camvid", args.data_root, args.split)
     teacher = CamVidTeacher(load_espnetv2(args.weights), scale=args.scale)
     report = evaluate(teacher, dataset)
-    print(report.table())
-    if args.output:
-        report.to_json(args.output)
-        print(f"wrote {args.output}")
+    print_report(report, args.output)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -142,10 +144,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         reference_name=reference.name,
         overlays=overlays,
     )
-    print(report.table())
-    if args.output:
-        report.to_json(args.output)
-        print(f"wrote {args.output}")
+    print_report(report, args.output)
 
 
 def cmd_segment(args: argparse.Namespace) -> None:

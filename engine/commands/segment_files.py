@@ -167,7 +167,8 @@ def _segmented_in_order(
     def submit(pool) -> None:
         blobs = [blob for _, _, blob in group]
         blobs += blobs[-1:] * (batch_size - len(blobs))
-        future = pool.submit(infer, np.concatenate(blobs), len(group))
+        batch = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)  # no second copy per frame
+        future = pool.submit(infer, batch, len(group))
         pending.append(([(frame, seconds) for frame, seconds, _ in group], future))
         group.clear()
 

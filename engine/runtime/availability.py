@@ -147,10 +147,12 @@ def resolve(
     input_size: tuple[int, int] | None = None,
     calibration: str | Path | None = None,
     threads: int | None = None,
+    cuda_graphs: bool = True,
 ) -> tuple[str, str, str]:
     """Concrete (backend, device, precision) for a request that may say "auto". On the CPU
-    the measured `fastest_cpu_choice`; on CUDA the measured `fastest_cuda_choice` (INT8
-    runs on ONNX Runtime's CPU provider); PyTorch on the CPU is fp32."""
+    the measured `fastest_cpu_choice`; on CUDA the measured `fastest_cuda_choice`, timed
+    with CUDA graphs on or off as they will run (INT8 runs on ONNX Runtime's CPU
+    provider); PyTorch on the CPU is fp32."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and backend != "torch" and "auto" in (backend, precision):
@@ -160,7 +162,7 @@ def resolve(
     elif device == "cuda" and precision == "int8":
         backend = "onnxruntime"
     elif device == "cuda" and backend in ("auto", "torch") and "auto" in (backend, precision):
-        backend, precision = fastest_cuda_choice(checkpoint, backend, precision, input_size)
+        backend, precision = fastest_cuda_choice(checkpoint, backend, precision, input_size, cuda_graphs)
     if precision == "auto":  # PyTorch on the CPU, or ONNX Runtime asked for on CUDA
         precision = "fp32"
     return backend, device, precision
@@ -239,6 +241,7 @@ def fastest_cuda_choice(
     backend: str = "auto",
     precision: str = "auto",
     input_size: tuple[int, int] | None = None,
+    cuda_graphs: bool = True,
 ) -> tuple[str, str]:
     """The (backend, precision) that runs this checkpoint fastest on this GPU among
     `cuda_candidates` whose labels keep CUDA_LABEL_AGREEMENT with fp32, timed once and
@@ -248,7 +251,7 @@ def fastest_cuda_choice(
     candidates = cuda_candidates(backend, precision)
     if not candidates:
         raise BackendError(f"no CUDA backend here runs backend={backend} precision={precision}")
-    return _fastest_choice(checkpoint, candidates, "cuda", input_size, None, None)
+    return _fastest_choice(checkpoint, candidates, "cuda", input_size, None, None, cuda_graphs)
 
 
 def _fastest_choice(
@@ -258,6 +261,7 @@ def _fastest_choice(
     input_size: tuple[int, int] | None,
     calibration: str | Path | None,
     threads: int | None,
+    cuda_graphs: bool = True,
 ) -> tuple[str, str]:
     if len(candidates) == 1:
         return candidates[0]
@@ -265,7 +269,8 @@ def _fastest_choice(
     from engine.runtime.preprocess import model_input_size
 
     size = model_input_size(input_size, input_size) if input_size else (352, 480)
-    key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration, device)
+    graphs = cuda_graphs and device == "cuda"  # graphs change which precision is faster
+    key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration, device, graphs)
     remembered = _remembered_choices()
     if isinstance(remembered.get(key), dict) and tuple(remembered[key].get("picked", ())) in candidates:
         picked = tuple(remembered[key]["picked"])
@@ -273,10 +278,10 @@ def _fastest_choice(
         return picked
     agreement = {}
     if device == "cuda":
-        agreement = label_agreement(checkpoint, candidates, size)
+        agreement = label_agreement(checkpoint, candidates, size, cuda_graphs=graphs)
         candidates = [c for c in candidates if agreement[c] >= CUDA_LABEL_AGREEMENT]
     log.info("auto: timing %s at %dx%d on %s (once per checkpoint and machine)", candidates, *size, device)
-    medians = time_candidates(checkpoint, candidates, size, calibration, threads, device=device)
+    medians = time_candidates(checkpoint, candidates, size, calibration, threads, device, graphs)
     picked = min(medians, key=medians.get)
     named = {f"{b} {p}": round(t, 2) for (b, p), t in medians.items()}
     log.info("auto: picked %s %s; median ms %s", *picked, named)
@@ -290,7 +295,11 @@ def _fastest_choice(
 
 
 def label_agreement(
-    checkpoint: str | Path, candidates: list[tuple[str, str]], size: tuple[int, int], device: str = "cuda"
+    checkpoint: str | Path,
+    candidates: list[tuple[str, str]],
+    size: tuple[int, int],
+    device: str = "cuda",
+    cuda_graphs: bool = True,
 ) -> dict[tuple[str, str], float]:
     """Each candidate's share of pixels labelled as the first candidate (fp32) labels them,
     on the bundled calibration frames resized to `size`."""
@@ -307,7 +316,7 @@ def label_agreement(
     frames = np.stack([cv2.resize(cv2.imread(str(path)), size[::-1]) for path in images])
     labels = {}
     for name, kind in candidates:
-        backend = create_backend(Path(checkpoint), name, device, kind, None, None)
+        backend = create_backend(Path(checkpoint), name, device, kind, None, None, cuda_graphs=cuda_graphs)
         labels[(name, kind)] = torch.cat([backend.infer_labels(frame[None]) for frame in frames])
     reference = labels[candidates[0]]
     return {candidate: float((found == reference).float().mean()) for candidate, found in labels.items()}
@@ -319,8 +328,9 @@ def time_candidates(
     size: tuple[int, int],
     calibration: str | Path | None,
     threads: int | None,
-    rounds: int = 8,
     device: str = "cpu",
+    cuda_graphs: bool = False,
+    rounds: int = 8,
 ) -> dict[tuple[str, str], float]:
     """Median ms of each candidate on one random frame, timed interleaved round by round
     so that load from elsewhere on the machine slows them alike (on CUDA the labels'
@@ -330,7 +340,9 @@ def time_candidates(
     frames = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
     runners = {}
     for name, kind in candidates:
-        chosen = create_backend(Path(checkpoint), name, device, kind, calibration, threads)
+        chosen = create_backend(
+            Path(checkpoint), name, device, kind, calibration, threads, cuda_graphs=cuda_graphs
+        )
         runners[(name, kind)] = chosen
         for _ in range(2):  # warm-up: first-run allocations and compilation
             chosen.infer_labels(frames)
@@ -343,9 +355,9 @@ def time_candidates(
     return {candidate: statistics.median(values) for candidate, values in times.items()}
 
 
-def _choice_key(digest, size, threads, candidates, calibration, device: str = "cpu") -> str:
+def _choice_key(digest, size, threads, candidates, calibration, device="cpu", graphs=False) -> str:
     versions = installed_distributions("onnxruntime", "openvino", "onnxruntime-gpu", "torch")
-    machine = _cpu_name() if device == "cpu" else torch.cuda.get_device_name(0)
+    machine = _cpu_name() if device == "cpu" else f"{torch.cuda.get_device_name(0)} graphs={graphs}"
     text = json.dumps(
         [digest, size, threads or os.cpu_count(), candidates, str(calibration), versions, machine]
     )

@@ -82,7 +82,6 @@ class GraphedForward:
         self.forward, self.capture = forward, capture
         self.max_shapes, self.min_agreement = max_shapes, min_agreement
         self.graphs: OrderedDict[tuple, Forward] = OrderedDict()
-        self.captures = 0
         self.fallback_reason = ""
 
     @property
@@ -103,7 +102,6 @@ class GraphedForward:
     def _captured(self, frames: torch.Tensor, key: tuple) -> Forward | None:
         try:
             replay = self.capture(self.forward, frames)
-            self.captures += 1
             self._check(replay, frames)
         except Exception as error:  # any failure: eager still works, and is what ran before
             self.fallback_reason = f"{type(error).__name__}: {error}"

@@ -109,11 +109,11 @@ class Segmenter:
         self.checkpoint = Path(checkpoint)
         self.info: CheckpointInfo = read_checkpoint_info(self.checkpoint)
         self.input_size = tuple(input_size) if input_size else self.info.input_size
-        backend, device, precision = resolve(
-            self.checkpoint, backend, device, precision, self.input_size, calibration, threads
-        )
         if cuda_graphs is None:
             cuda_graphs = cuda_graphs_by_default()
+        backend, device, precision = resolve(
+            self.checkpoint, backend, device, precision, self.input_size, calibration, threads, cuda_graphs
+        )
         self.backend = create_backend(
             self.checkpoint, backend, device, precision, calibration, threads, streams, cuda_graphs
         )
