@@ -15,7 +15,7 @@ from engine.model.checkpoint import read_checkpoint_info
 from engine.model.rtformer import build_model
 from engine.training.config import TrainConfig, read_config_file
 from engine.training.loop import read_log
-from engine.training.train import Trainer, learning_rate, load_backbone
+from engine.training.train import Trainer, freeze_modules, learning_rate, load_backbone
 from tests.synthetic import TINY_MODEL, make_folder
 
 
@@ -117,6 +117,37 @@ def test_backbone_loading_matches_names_and_shapes(tmp_path):
     assert "stem.0.weight" in copied and "head.conv2.weight" not in copied
     assert torch.equal(target.stem[0].weight, source.stem[0].weight)
     assert torch.equal(target.head.conv1.weight, source.head.conv1.weight)  # same shape: copied
+
+
+def test_frozen_modules_keep_weights_and_batchnorm_statistics_while_the_rest_trains(data_root, tmp_path):
+    start = Trainer(tiny_config(data_root, tmp_path / "start", iters=2, val_split=""))
+    start.run()
+    frozen = ("block4", "block5", "dappm", "head", "aux_head")
+    run = Trainer(
+        tiny_config(
+            data_root,
+            tmp_path / "frozen",
+            val_split="",
+            freeze=frozen,
+            pretrained_backbone=str(tmp_path / "start" / "last.safetensors"),
+        )
+    )
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.run()
+    after = run.model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    # Every tensor of a frozen module, running statistics included, is as loaded ...
+    assert not {name for name in changed if name.split(".")[0] in frozen}
+    # ... while the stem's weights and its BN statistics trained.
+    assert {"stem.0.weight", "stem.1.running_mean"} <= changed
+    assert all(p.requires_grad == (n.split(".")[0] not in frozen) for n, p in run.model.named_parameters())
+
+
+def test_freezing_names_the_models_modules_and_needs_weights_to_keep(data_root, tmp_path):
+    with pytest.raises(ValueError, match="pretrained_backbone"):
+        Trainer(tiny_config(data_root, tmp_path / "a", freeze=("head",)))
+    with pytest.raises(ValueError, match="cannot freeze \\['neck'\\]"):
+        freeze_modules(build_model("slim", num_classes=3), ["neck"])
 
 
 def _train_rank(rank: int, world_size: int, port: int, data_root: str, output: str) -> None:

@@ -603,10 +603,13 @@ class RTFormer(nn.Module):
                 nn.init.normal_(attention.memory_v, std=0.001)
 
     def parameter_groups(self, lr_multiplier: float = 10.0) -> list[dict]:
-        """Optimizer groups: DAPPM and heads learn `lr_multiplier` times faster (official)."""
+        """Optimizer groups: DAPPM and heads learn `lr_multiplier` times faster (official).
+        Frozen parameters (requires_grad False) are left out."""
         fast_prefixes = ("dappm.", "head.", "aux_head.")
         fast, regular = [], []
         for name, parameter in self.named_parameters():
+            if not parameter.requires_grad:
+                continue
             (fast if name.startswith(fast_prefixes) else regular).append(parameter)
         return [
             {"params": regular, "lr_multiplier": 1.0},

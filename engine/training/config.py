@@ -47,6 +47,9 @@ class TrainConfig:
     amp_dtype: str = "bfloat16"  # "float16" (with loss scaling) where the GPU lacks bfloat16
     pretrained_backbone: str = ""  # a checkpoint whose matching tensors initialise the model
     resume: bool = False
+    # Top-level modules kept as loaded, weights and BN statistics (e.g. "block4", "dappm", "head"):
+    # a fine-tune that may only change what they receive (engine.training.train.freeze_modules).
+    freeze: tuple[str, ...] = ()
     # Augmentation against one dataset's look (probabilities; 0 = off): see engine.training.data.TrainTransform.
     stretch: float = 0.0
     sky_prob: float = 0.0

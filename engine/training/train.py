@@ -117,6 +117,30 @@ def recalibrate_batchnorm(
         model.train(was_training)
 
 
+def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -> int:
+    """Keep the top-level modules `names` as loaded: no gradients, and in eval mode whenever
+    they run, so their BN statistics and drop paths stay as trained even while the rest of
+    the model trains. Returns the number of frozen parameters."""
+    children = dict(model.named_children())
+    unknown = [name for name in names if name not in children]
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: the model's modules are {sorted(children)}")
+    count = 0
+    for name in names:
+        module = children[name]
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+            count += parameter.numel()
+        # A hook, not one eval() call: the training loop calls model.train() at every start.
+        module.register_forward_pre_hook(_run_in_eval_mode)
+    return count
+
+
+def _run_in_eval_mode(module: torch.nn.Module, _inputs) -> None:
+    if module.training:
+        module.train(False)
+
+
 def load_backbone(model: RTFormer, path: str | Path) -> list[str]:
     """Copy every tensor of checkpoint `path` whose name and shape match; returns the names copied."""
     from safetensors.torch import load_file
@@ -143,6 +167,8 @@ class Trainer:
         self.open_data()
         self.model = self.build_model()
         self.loop = self.build_loop()
+        if self.frozen_parameters:
+            self.say(f"frozen as loaded: {', '.join(config.freeze)} ({self.frozen_parameters:,} parameters)")
         if config.pretrained_backbone:
             copied = load_backbone(self.model, config.pretrained_backbone)
             self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
@@ -181,7 +207,11 @@ class Trainer:
         model_config = variant_config(
             config.variant, num_classes=self.classes.num_classes, **config.model_overrides
         )
-        return RTFormer(model_config).to(self.device)
+        model = RTFormer(model_config).to(self.device)
+        if config.freeze and not (config.pretrained_backbone or config.resume):
+            raise ValueError("freeze keeps modules as loaded: give pretrained_backbone (or resume)")
+        self.frozen_parameters = freeze_modules(model, config.freeze)
+        return model
 
     def build_loop(self) -> TrainingLoop:
         """AdamW with the official lr multiplier on DAPPM and the heads, in the shared loop."""
