@@ -28,13 +28,18 @@ from engine.training.distill import TeacherTargets
 from engine.training.evaluate import evaluate, predict_probabilities
 
 
-def interpolate(before: dict, after: dict, alpha: float) -> dict:
+def interpolate(
+    before: dict, after: dict, alpha: float, modules: tuple[str, ...] = (), rest_alpha: float = 0.0
+) -> dict:
+    """(1 - alpha) * before + alpha * after, tensor by tensor; with `modules` (top-level
+    module names such as "stem", "layer3") only those take `alpha`, the rest `rest_alpha`."""
     mixed = {}
     for name, tensor in after.items():
+        weight = alpha if not modules or name.split(".")[0] in modules else rest_alpha
         if tensor.is_floating_point():
-            mixed[name] = (1 - alpha) * before[name].float() + alpha * tensor.float()
+            mixed[name] = (1 - weight) * before[name].float() + weight * tensor.float()
         else:
-            mixed[name] = tensor
+            mixed[name] = tensor if weight else before[name]
     return mixed
 
 
@@ -61,6 +66,13 @@ def main() -> None:
     parser.add_argument("--frames", required=True, help="the unlabelled training frames")
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--teacher-cache", default="runs/teacher-cache")
+    parser.add_argument(
+        "--modules",
+        nargs="+",
+        default=[],
+        help="mix only these top-level modules (e.g. stem layer1 layer2 layer3 compression3 "
+        "layer3_high); the others stay as in BEFORE",
+    )
     parser.add_argument("-o", "--output", required=True, type=Path)
     args = parser.parse_args()
 
@@ -73,14 +85,16 @@ def main() -> None:
     targets = TeacherTargets(frames, args.teacher, args.teacher_cache, 2.0, (360, 480))
     args.output.mkdir(parents=True, exist_ok=True)
     results = {}
+    modules = tuple(args.modules)
     for alpha in [0.0, *args.alphas, 1.0]:
-        model = after
-        if alpha not in (0.0, 1.0):
-            model = load_checkpoint(args.after)[0]
-            model.load_state_dict(interpolate(before.state_dict(), after.state_dict(), alpha))
-            save_checkpoint(args.output / f"alpha-{alpha:g}.safetensors", model.eval(), info, half=True)
-        elif alpha == 0.0:
+        if alpha == 0.0:
             model = before
+        elif alpha == 1.0 and not modules:
+            model = after
+        else:
+            model = load_checkpoint(args.after)[0]
+            model.load_state_dict(interpolate(before.state_dict(), after.state_dict(), alpha, modules))
+            save_checkpoint(args.output / f"alpha-{alpha:g}.safetensors", model.eval(), info, half=True)
         model.eval()
         results[alpha] = {
             "camvid_trainval_miou": round(evaluate(model, labelled, progress=False).miou, 2),
