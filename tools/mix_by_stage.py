@@ -77,6 +77,36 @@ def score(state: dict, before_path: str, test, reference, frames, folder: Path) 
     }
 
 
+def save_mix(state: dict, args: argparse.Namespace, test, reference, frames) -> None:
+    model, info = load_checkpoint(args.after)
+    model.load_state_dict(state)
+    save_checkpoint(args.output, model.eval(), info, half=True)
+    model, _ = load_checkpoint(args.output)  # measured as stored
+    camvid = evaluate(model, test, progress=False)
+    segmenter = Segmenter(args.output, "torch", "cpu", "fp32")
+    seen = probe(segmenter.predict, reference, frames, segmenter.class_names, progress=False)
+    info.metrics = {
+        "test_miou": round(camvid.miou, 2),
+        "test_pixel_accuracy": round(camvid.pixel_accuracy, 2),
+        "test_class_iou": {k: None if v is None else round(v, 2) for k, v in camvid.class_iou.items()},
+        "evaluation": "camvid test, single scale, full resolution, PyTorch fp32",
+        "probe_dashcam": {
+            "pixel_agreement": round(seen.pixel_agreement, 2),
+            "key_class_iou": round(seen.key_class_iou, 2),
+            "sky_called_sky": round(seen.sky_called_sky, 2),
+            "miou": round(seen.miou, 2),
+        },
+    }
+    info.extra["weights"] = (
+        f"stage-wise WiSE-FT (tools/mix_by_stage.py --save {args.save:g}): the stem to stage 3 "
+        f"{1 - args.save:g} x {Path(args.before).name} + {args.save:g} x the distilled fine-tune; "
+        "the transformer blocks, DAPPM and the heads as in the CamVid-only weights"
+    )
+    save_checkpoint(args.output, model.eval(), info, half=True)
+    camvid.to_json(args.output.with_suffix(".eval.json"))
+    print(json.dumps(info.metrics))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("before", help="the weights the fine-tune started from")
@@ -85,7 +115,16 @@ def main() -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--frames", required=True, help="the probe frames")
     parser.add_argument("--teacher", required=True)
-    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument(
+        "-o", "--output", required=True, type=Path, help="the rows' JSON, or with --save the weights"
+    )
+    parser.add_argument(
+        "--save",
+        type=float,
+        metavar="ALPHA",
+        help="instead of the rows: write the stem to stage 3 mixed in at ALPHA (the rest as BEFORE) "
+        "to OUTPUT, float16, with AFTER's metadata and its own CamVid test and probe figures",
+    )
     args = parser.parse_args()
 
     before = load_checkpoint(args.before)[0].state_dict()
@@ -94,6 +133,9 @@ def main() -> None:
         after = recover_fine_tune(before, after, args.shipped_alpha)
     test = open_dataset("camvid", args.data_root, "test")
     reference, frames = TeacherReference(args.teacher), list_frames(args.frames)
+    if args.save is not None:
+        save_mix(interpolate(before, after, args.save, EARLY), args, test, reference, frames)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for early_alpha, late_alpha, early in ROWS:
