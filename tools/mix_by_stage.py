@@ -10,7 +10,7 @@ started from, stage by stage, and score each mix on CamVid test and the dashcam 
 AFTER is either the fine-tuned checkpoint itself or, with `--shipped-alpha A`, a WiSE-FT
 mix `(1 - A) * BEFORE + A * fine-tuned` (what weights/ shipped), from which the fine-tuned
 weights are recovered as `(MIX - (1 - A) * BEFORE) / A`. From float16 files that recovery
-is close, not exact: Slim's recovered fine-tune scored 47.89 on CamVid test against the
+is close, not exact: Slim's recovered fine-tune scored 47.88 on CamVid test against the
 47.92 measured on the original run.
 
 Each row mixes the "early" modules (the stem to stage 3, both branches) with one alpha and
