@@ -144,8 +144,25 @@ def test_frozen_modules_keep_weights_and_batchnorm_statistics_while_the_rest_tra
 
 
 def test_freezing_names_the_models_modules_and_needs_weights_to_keep(data_root, tmp_path):
+    from safetensors.torch import save_file
+
     with pytest.raises(ValueError, match="pretrained_backbone"):
         Trainer(tiny_config(data_root, tmp_path / "a", freeze=("head",)))
+    start = Trainer(tiny_config(data_root, tmp_path / "start", iters=1, val_split=""))
+    start.run()
+    without_head = {
+        k: v.contiguous() for k, v in start.model.state_dict().items() if not k.startswith("head.")
+    }
+    save_file(without_head, str(tmp_path / "no-head.safetensors"))
+    with pytest.raises(ValueError, match=r"frozen tensors not found .*head"):
+        Trainer(
+            tiny_config(
+                data_root,
+                tmp_path / "b",
+                freeze=("head",),
+                pretrained_backbone=str(tmp_path / "no-head.safetensors"),
+            )
+        )
     with pytest.raises(ValueError, match="cannot freeze \\['neck'\\]"):
         freeze_modules(build_model("slim", num_classes=3), ["neck"])
 

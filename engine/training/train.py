@@ -136,6 +136,15 @@ def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -
     return count
 
 
+def require_frozen_loaded(model: torch.nn.Module, frozen: tuple[str, ...], copied: list[str], source) -> None:
+    """A frozen module must come whole from the weights, not stay partly at its random start."""
+    wanted = [n for n in model.state_dict() if n.split(".")[0] in frozen]
+    # Checkpoints leave out BN's batch counters; they change nothing at inference.
+    missing = [n for n in wanted if n not in set(copied) and not n.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"frozen tensors not found (same name and shape) in {source}: {missing[:5]}")
+
+
 def _run_in_eval_mode(module: torch.nn.Module, _inputs) -> None:
     if module.training:
         module.train(False)
@@ -172,6 +181,7 @@ class Trainer:
         if config.pretrained_backbone:
             copied = load_backbone(self.model, config.pretrained_backbone)
             self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
+            require_frozen_loaded(self.model, config.freeze, copied, config.pretrained_backbone)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # crops have one size: autotune once, then reuse
         self.step = 0
