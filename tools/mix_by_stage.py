@@ -119,6 +119,12 @@ def main() -> None:
         "-o", "--output", required=True, type=Path, help="the rows' JSON, or with --save the weights"
     )
     parser.add_argument(
+        "--early-alphas",
+        type=float,
+        nargs="+",
+        help="instead of the fixed rows: the stem to stage 3 mixed in at each alpha, the rest as BEFORE",
+    )
+    parser.add_argument(
         "--save",
         type=float,
         metavar="ALPHA",
@@ -138,7 +144,8 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for early_alpha, late_alpha, early in ROWS:
+        rows_asked = [(a, 0.0, EARLY) for a in args.early_alphas] if args.early_alphas else ROWS
+        for early_alpha, late_alpha, early in rows_asked:
             if early_alpha == "bn":
                 statistics = {k: v for k, v in after.items() if "running_" in k}
                 state = interpolate(before, before | statistics, 1.0, early)
