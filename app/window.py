@@ -276,14 +276,6 @@ class MainWindow(QMainWindow):
         menu.addAction(action)
         return action
 
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(lambda checked=False: slot())
-        menu.addAction(action)
-        return action
-
     def _wire(self) -> None:
         session = self.session
         self.view.on_dropped = session.open_location

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from interpolate_weights import interpolate  # tools/, beside this script
 
-from engine.model.checkpoint import load_checkpoint, save_checkpoint
+from engine.model.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+from engine.model.rtformer import RTFormer
 from engine.runtime.segmenter import Segmenter
 from engine.training.data import open_dataset
 from engine.training.evaluate import evaluate
@@ -60,15 +61,21 @@ def recover_fine_tune(before: dict, mix: dict, alpha: float) -> dict:
     }
 
 
-def score(state: dict, before_path: str, test, reference, frames, folder: Path) -> dict:
-    model, info = load_checkpoint(before_path)
+def measure(state: dict, info: CheckpointInfo, path: Path, test, reference, frames):
+    """Write `state` to `path` as float16 with `info`, then score what was stored: CamVid test
+    (research path) and the probe (PyTorch Segmenter, the app's path)."""
+    model = RTFormer(info.config)
     model.load_state_dict(state)
-    path = folder / "mix.safetensors"
-    save_checkpoint(path, model.eval(), info, half=True)  # scored as it would be stored
-    model, _ = load_checkpoint(path)
-    camvid = evaluate(model, test, progress=False)
+    save_checkpoint(path, model.eval(), info, half=True)
+    stored, _ = load_checkpoint(path)
+    camvid = evaluate(stored, test, progress=False)
     segmenter = Segmenter(path, "torch", "cpu", "fp32")
     seen = probe(segmenter.predict, reference, frames, segmenter.class_names, progress=False)
+    return stored, camvid, seen
+
+
+def score(state: dict, info: CheckpointInfo, test, reference, frames, folder: Path) -> dict:
+    _, camvid, seen = measure(state, info, folder / "mix.safetensors", test, reference, frames)
     return {
         "camvid_test_miou": round(camvid.miou, 2),
         "probe_pixel_agreement": round(seen.pixel_agreement, 1),
@@ -77,14 +84,8 @@ def score(state: dict, before_path: str, test, reference, frames, folder: Path) 
     }
 
 
-def save_mix(state: dict, args: argparse.Namespace, test, reference, frames) -> None:
-    model, info = load_checkpoint(args.after)
-    model.load_state_dict(state)
-    save_checkpoint(args.output, model.eval(), info, half=True)
-    model, _ = load_checkpoint(args.output)  # measured as stored
-    camvid = evaluate(model, test, progress=False)
-    segmenter = Segmenter(args.output, "torch", "cpu", "fp32")
-    seen = probe(segmenter.predict, reference, frames, segmenter.class_names, progress=False)
+def save_mix(state: dict, info: CheckpointInfo, args: argparse.Namespace, test, reference, frames) -> None:
+    model, camvid, seen = measure(state, info, args.output, test, reference, frames)
     info.metrics = {
         "test_miou": round(camvid.miou, 2),
         "test_pixel_accuracy": round(camvid.pixel_accuracy, 2),
@@ -99,8 +100,8 @@ def save_mix(state: dict, args: argparse.Namespace, test, reference, frames) -> 
     }
     info.extra["weights"] = (
         f"stage-wise WiSE-FT (tools/mix_by_stage.py --save {args.save:g}): the stem to stage 3 "
-        f"{1 - args.save:g} x {Path(args.before).name} + {args.save:g} x the distilled fine-tune; "
-        "the transformer blocks, DAPPM and the heads as in the CamVid-only weights"
+        f"{1 - args.save:g} x {Path(args.before).name} + {args.save:g} x the fine-tune; "
+        f"the transformer blocks, DAPPM and the heads as in {Path(args.before).name}"
     )
     save_checkpoint(args.output, model.eval(), info, half=True)
     camvid.to_json(args.output.with_suffix(".eval.json"))
@@ -134,13 +135,14 @@ def main() -> None:
     args = parser.parse_args()
 
     before = load_checkpoint(args.before)[0].state_dict()
-    after = load_checkpoint(args.after)[0].state_dict()
+    after_model, info = load_checkpoint(args.after)
+    after = after_model.state_dict()
     if args.shipped_alpha:
         after = recover_fine_tune(before, after, args.shipped_alpha)
     test = open_dataset("camvid", args.data_root, "test")
     reference, frames = TeacherReference(args.teacher), list_frames(args.frames)
     if args.save is not None:
-        save_mix(interpolate(before, after, args.save, EARLY), args, test, reference, frames)
+        save_mix(interpolate(before, after, args.save, EARLY), info, args, test, reference, frames)
         return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -152,7 +154,7 @@ def main() -> None:
             else:
                 state = interpolate(before, after, early_alpha, early, rest_alpha=late_alpha)
             row = {"early": list(early), "early_alpha": early_alpha, "late_alpha": late_alpha}
-            row |= score(state, args.before, test, reference, frames, Path(folder))
+            row |= score(state, info, test, reference, frames, Path(folder))
             print(json.dumps(row), flush=True)
             rows.append(row)
     args.output.write_text(json.dumps(rows, indent=2) + "\n")

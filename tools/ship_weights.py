@@ -28,7 +28,7 @@ from engine.training.loop import read_log
 from engine.training.train import plot_curves, recalibrate_batchnorm
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", type=Path)
     parser.add_argument("output", type=Path)
@@ -45,17 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ship the training run's BN statistics without trying recalibration (runs that also "
         "trained on other images: CamVid-only statistics would undo what those taught)",
     )
-    parser.add_argument(
-        "--metrics-json",
-        type=Path,
-        help="a JSON object merged into the metadata's metrics (e.g. app-path and probe figures)",
-    )
-    parser.add_argument("--describe", help="what these weights are, in a sentence (metadata 'weights')")
-    return parser
-
-
-def main() -> None:
-    args = build_parser().parse_args()
+    args = parser.parse_args()
 
     as_trained, info = load_checkpoint(args.run / "last.safetensors")
     dataset = open_dataset(args.dataset, args.data_root, args.split)
@@ -80,16 +70,12 @@ def main() -> None:
         "step": info.metrics.get("step"),
         **bn_metrics,
     }
-    if args.metrics_json:
-        metrics |= json.loads(args.metrics_json.read_text())
     extra = dict(info.extra)
     extra["training_hours"] = round(hours, 2)
     if args.trained_on:
         extra["trained_on"] = args.trained_on
     if args.training_command:
         extra["training_command"] = args.training_command
-    if args.describe:
-        extra["weights"] = args.describe
     shipped = CheckpointInfo.for_classes(
         info.config, class_set(args.dataset), input_size=(360, 480), metrics=metrics, extra=extra
     )

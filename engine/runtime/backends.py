@@ -82,10 +82,10 @@ class TorchBackend:
         self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype).eval()
         self.mean = (torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
         self.std = (torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255).to(self.dtype)
-        self.takes_frames = self.device.type == "cuda"
+        on_cuda = self.device.type == "cuda"
+        self.takes_frames = on_cuda
         self.parallel = 1
         self.precision = precision
-        on_cuda = self.device.type == "cuda"
         self.batches = on_cuda  # a GPU has room for more frames a launch; a CPU core does not
         self.graphed = GraphedForward(self.forward_frames) if on_cuda and cuda_graphs else None
 

@@ -139,8 +139,9 @@ def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -
 def require_frozen_loaded(model: torch.nn.Module, frozen: tuple[str, ...], copied: list[str], source) -> None:
     """A frozen module must come whole from the weights, not stay partly at its random start."""
     wanted = [n for n in model.state_dict() if n.split(".")[0] in frozen]
+    loaded = set(copied)
     # Checkpoints leave out BN's batch counters; they change nothing at inference.
-    missing = [n for n in wanted if n not in set(copied) and not n.endswith("num_batches_tracked")]
+    missing = [n for n in wanted if n not in loaded and not n.endswith("num_batches_tracked")]
     if missing:
         raise ValueError(f"frozen tensors not found (same name and shape) in {source}: {missing[:5]}")
 
