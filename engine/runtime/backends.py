@@ -32,6 +32,9 @@ log = logging.getLogger("rtformer.engine")
 
 ORT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT
+# The deployment graph each OpenVINO precision compiles: bf16 is the fp32 graph run with
+# the bf16 hint (OpenVINO lowers it on CPUs with AVX512-BF16 or AMX); there is no bf16 file.
+OPENVINO_GRAPHS = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
 
 
 class Backend(Protocol):
@@ -262,7 +265,8 @@ class OpenVinoBackend:
         if streams > 1:
             self.config["NUM_STREAMS"] = streams
         self.parallel = streams
-        self.model = opened_with_repair(checkpoint, precision, calibration, self._read)
+        graph = OPENVINO_GRAPHS[precision]
+        self.model = opened_with_repair(checkpoint, graph, calibration, self._read)
         self.cache = openvino_cache_folder()
         self._idle: dict[tuple[int, ...], queue.SimpleQueue] = {}  # infer requests per shape
         self._compiling = threading.Lock()
