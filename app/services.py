@@ -42,7 +42,7 @@ import numpy as np
 
 from app.sources import Frame, FrameSource, SourceError
 from engine.media import VideoWriter
-from engine.runtime import Segmenter, render
+from engine.runtime import Segmenter, StallReport, StallWatchdog, render
 
 log = logging.getLogger("rtformer.app")
 STAGES = ("capture", "preprocess", "inference", "postprocess", "render", "encode")
@@ -445,6 +445,12 @@ class InferenceService:
     A swapped-in model is on trial until it has segmented one real frame: if it fails
     there, the previous model comes back (`on_model` is called with it) and the error
     says why. A model that fails to load is reported through `on_load_failed`.
+
+    A watchdog (engine.runtime.watchdog) reports a frame or a model load that has run
+    past the stall limit through `on_stall`, with every thread's stack in the log:
+    without it a stuck backend is a frozen picture and nothing said (issue 21). A thread
+    stuck in a frame is left behind with its model, and a fresh thread waits for the
+    next model the user picks.
     """
 
     def __init__(
@@ -455,10 +461,13 @@ class InferenceService:
         on_error: Callable[[str], None],
         on_model: Callable[[LoadedModel], None],
         on_load_failed: Callable[[ModelRequest], None] | None = None,
+        on_stall: Callable[[StallReport], None] | None = None,
     ) -> None:
         self.slot, self.stats = slot, stats
         self.on_result, self.on_error, self.on_model = on_result, on_error, on_model
         self.on_load_failed = on_load_failed or (lambda request: None)
+        self.on_stall = on_stall or (lambda report: None)
+        self.watchdog = StallWatchdog(self._stalled, waiting_is_stall=False)
         self.view = ViewSettings()
         # (H, W) in device pixels of the area the picture is shown in; the GUI sets it on resize.
         self.display_size: tuple[int, int] | None = None
@@ -471,7 +480,8 @@ class InferenceService:
         self._loaders: list[threading.Thread] = []
         self._last_error = ("", 0.0)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._generation = 0  # a thread whose generation is past stops without a word
+        self._thread = self._inference_thread()
 
     @property
     def segmenter(self) -> Segmenter | None:
@@ -480,10 +490,12 @@ class InferenceService:
 
     def start(self) -> None:
         self._thread.start()
+        self.watchdog.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop inference and wait (bounded) for it and any model loader to finish."""
         self._stop.set()
+        self.watchdog.stop()
         deadline = time.monotonic() + timeout
         for thread in (self._thread, *self._loaders):
             if thread.ident is not None:
@@ -506,12 +518,13 @@ class InferenceService:
     def _load(self, factory: Callable[[], Segmenter], request: ModelRequest) -> None:
         with self._loading:
             try:
-                segmenter = factory()
-                # Warm up on what the model will really see: the latest frame, at its size.
-                frame = self.last_frame
-                if frame is None:
-                    frame = np.zeros((*segmenter.input_size, 3), np.uint8)
-                segmenter.predict_model_labels(frame)
+                with self.watchdog.working("model loading"):
+                    segmenter = factory()
+                    # Warm up on what the model will really see: the latest frame, at its size.
+                    frame = self.last_frame
+                    if frame is None:
+                        frame = np.zeros((*segmenter.input_size, 3), np.uint8)
+                    segmenter.predict_model_labels(frame)
             except Exception as error:
                 log.exception("loading %s failed", request.description)
                 self.on_error(
@@ -521,8 +534,11 @@ class InferenceService:
                 return
             self._pending = LoadedModel(request, segmenter)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _inference_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, args=(self._generation,), name="inference", daemon=True)
+
+    def _run(self, generation: int = 0) -> None:
+        while not self._stop.is_set() and generation == self._generation:
             if self._pending is not None:
                 self._on_trial_over, self.model, self._pending = self.model, self._pending, None
                 self.on_model(self.model)
@@ -531,13 +547,28 @@ class InferenceService:
             if frame is None or model is None:
                 continue
             try:
-                result = self._process(model.segmenter, frame)
+                with self.watchdog.working("inference"):
+                    result = self._process(model.segmenter, frame)
             except Exception as error:
+                if generation != self._generation:
+                    return  # left behind after a stall: its failure is old news
                 log.exception("inference failed")
                 self._failed(model, frame, error)
                 continue
+            if generation != self._generation:
+                return  # left behind after a stall: a fresh thread has taken over
             self._on_trial_over = None  # the new model works on real frames
             self.on_result(result)
+
+    def _stalled(self, report: StallReport) -> None:
+        log.error("stalled: %s; the threads' stacks:\n%s", report.summary(), report.stacks)
+        if report.stage == "inference":  # leave the stuck thread and its model behind
+            self._generation += 1
+            self.model = self._on_trial_over = None
+            self._thread = self._inference_thread()
+            self._thread.start()
+            self.watchdog.forget_busy()
+        self.on_stall(report)
 
     def _failed(self, model: LoadedModel, frame: Frame, error: Exception) -> None:
         previous = self._on_trial_over

@@ -36,7 +36,14 @@ from app.services import (
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
 from engine.media import VideoError
 from engine.resources import demo_video, recordings_dir
-from engine.runtime import BACKEND_CHOICES, BackendChoice, Segmenter, default_backend, why_unavailable
+from engine.runtime import (
+    BACKEND_CHOICES,
+    BackendChoice,
+    Segmenter,
+    StallReport,
+    default_backend,
+    why_unavailable,
+)
 
 log = logging.getLogger("rtformer.app")
 MAX_RECENT = 8
@@ -108,6 +115,7 @@ class Session:
             send("error"),
             send("model"),
             send("load_failed"),
+            send("stalled"),
         )
         self.handlers: dict[str, Callable] = {
             "error": view.show_error,
@@ -117,6 +125,7 @@ class Session:
             "load_failed": lambda request: view.model_changed(),  # the menus go back to what runs
             "position": self.on_position,
             "result": self.on_result,
+            "stalled": self.on_stalled,
         }
         self.recorder: RecorderService | None = None
         self.last_recording: Path | None = None
@@ -340,6 +349,17 @@ class Session:
             self.view.show_status("nothing was recorded: no frame arrived before the stop", 10000)
         else:
             self.view.show_status(f"recorded {recorder.frames} frames to {path}", 10000)
+
+    def on_stalled(self, report: StallReport) -> None:
+        """A frame (or a model load) past the stall limit: the recording is closed, so
+        what it holds is safe whatever happens next, and the user is told where."""
+        self.stop_recording()
+        next_step = "Choose a model or backend to go on" if report.stage == "inference" else "Restart the app"
+        self.view.show_error(
+            f"stalled: {report.summary()}, so the picture froze. The recording, if any, is closed "
+            f"and kept; the threads' stacks are in the log. {next_step}."
+        )
+        self.view.model_changed()
 
     def recording_seconds(self) -> float | None:
         """How long the open recording has run; None when nothing records."""

@@ -78,3 +78,41 @@ def test_unused_path_never_overwrites(tmp_path):
     first.write_bytes(b"x")
     second = unused_path(tmp_path, "clip", ".mp4")
     assert second != first and second.name == "clip-2.mp4"
+
+
+def test_a_frozen_frame_is_reported_the_recording_kept_and_a_new_model_goes_on(
+    settings, weights, monkeypatch
+):
+    import threading
+
+    monkeypatch.setenv("RTFORMER_STALL_SECONDS", "1.5")
+    view = RecordingView()
+    session = Session(view, settings, weights)
+    release = threading.Event()
+    try:
+        session.load_model(weights["slim"], variant_name("slim"))
+        session.start_source(FakeCamera(size=(96, 128), fps=30))
+        drain_until(session, lambda: session.results_seen >= 3)
+        session.toggle_recording()
+        drain_until(session, lambda: session.results_seen >= 8)
+        stuck = session.inference.segmenter
+
+        def frozen_frame(frame):
+            release.wait(60)
+            raise RuntimeError("released")
+
+        monkeypatch.setattr(stuck, "predict_model_labels", frozen_frame)
+        drain_until(session, lambda: any("stalled" in args[0] for args in view.said("show_error")))
+        message = next(args[0] for args in view.said("show_error") if "stalled" in args[0])
+        assert "the inference stage has been on one frame" in message and "Choose a model" in message
+        assert view.said("recording_changed")[-1] == (False,)  # closed: what it holds is safe
+        assert sum(1 for _ in read_frames(session.last_recording)) >= 1
+        assert session.running_variant() is None
+
+        seen = session.results_seen
+        session.choose_model("slim")  # a fresh inference thread takes the new model
+        drain_until(session, lambda: session.results_seen >= seen + 3)
+        assert session.inference.segmenter is not stuck
+    finally:
+        release.set()
+        session.shutdown()

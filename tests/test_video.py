@@ -154,12 +154,11 @@ def test_frames_in_flight_come_back_in_order_and_none_is_lost():
     they finish in, results come out in the input's order."""
     import queue
     import random
-    import threading
     import time
 
     import torch
 
-    from engine.commands.segment_files import _segmented_in_order
+    from engine.commands.segment_files import _segmented_in_order, _VideoPipeline
 
     class SlowBackend:
         parallel = 3
@@ -174,12 +173,13 @@ def test_frames_in_flight_come_back_in_order_and_none_is_lost():
         def prepare(self, frame):
             return frame[None]
 
-    decoded: queue.Queue = queue.Queue()
+    pipeline = _VideoPipeline()
+    pipeline.decoded = queue.Queue()  # unbounded: every frame is queued before the run
     for index in range(20):
-        decoded.put((np.full((4, 4, 3), index, np.uint8), index / 10))
-    decoded.put(None)
-    stages = {"preprocess": [], "inference": []}
-    results = list(_segmented_in_order(Prepared(), decoded, threading.Event(), stages))
+        pipeline.decoded.put((np.full((4, 4, 3), index, np.uint8), index / 10))
+    pipeline.decoded.put(None)
+    stages = pipeline.stages
+    results = list(_segmented_in_order(Prepared(), pipeline))
     assert [int(labels[0, 0, 0]) for _, labels, _ in results] == list(range(20))
     assert [seconds for _, _, seconds in results] == pytest.approx([i / 10 for i in range(20)])
     assert len(stages["inference"]) == 20
@@ -206,12 +206,11 @@ def test_segment_with_openvino_streams_writes_what_one_stream_writes(tmp_path, c
 def test_batches_come_back_in_order_and_the_last_one_is_padded_to_the_same_shape():
     import queue
     import random
-    import threading
     import time
 
     import torch
 
-    from engine.commands.segment_files import _segmented_in_order
+    from engine.commands.segment_files import _segmented_in_order, _VideoPipeline
 
     shapes = []
 
@@ -229,12 +228,13 @@ def test_batches_come_back_in_order_and_the_last_one_is_padded_to_the_same_shape
         def prepare(self, frame):
             return frame[None]
 
-    decoded: queue.Queue = queue.Queue()
+    pipeline = _VideoPipeline()
+    pipeline.decoded = queue.Queue()  # unbounded: every frame is queued before the run
     for index in range(7):
-        decoded.put((np.full((4, 4, 3), index, np.uint8), index / 10))
-    decoded.put(None)
-    stages = {"preprocess": [], "inference": []}
-    results = list(_segmented_in_order(Prepared(), decoded, threading.Event(), stages, batch_size=3))
+        pipeline.decoded.put((np.full((4, 4, 3), index, np.uint8), index / 10))
+    pipeline.decoded.put(None)
+    stages = pipeline.stages
+    results = list(_segmented_in_order(Prepared(), pipeline, batch_size=3))
     assert [int(labels[0, 0, 0]) for _, labels, _ in results] == list(range(7))
     assert all(labels.shape == (1, 4, 4) for _, labels, _ in results)
     assert shapes == [3, 3, 3]  # 3 + 3 + 1 padded to 3: one CUDA graph shape

@@ -14,6 +14,7 @@ from engine.model.classes import CLASS_SETS
 from engine.model.rtformer import VARIANTS, build_model, count_parameters
 from engine.resources import shipped_weights
 from engine.runtime.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
+from engine.runtime.watchdog import StallError
 from engine.training.data import DatasetError
 
 
@@ -162,7 +163,14 @@ def cmd_segment(args: argparse.Namespace) -> None:
     )
     print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
     report = segment_path(
-        segmenter, args.input, args.output, args.view, args.alpha, args.labels, batch_size=args.batch_size
+        segmenter,
+        args.input,
+        args.output,
+        args.view,
+        args.alpha,
+        args.labels,
+        batch_size=args.batch_size,
+        stall_seconds=args.stall_limit,
     )
     print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} FPS) -> {args.output}")
     for warning in report.warnings:
@@ -370,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="PyTorch CUDA: launch kernels one by one (also RTFORMER_CUDA_GRAPHS=0)",
     )
+    segment.add_argument(
+        "--stall-limit",
+        type=float,
+        metavar="SECONDS",
+        help="videos: stop with an error naming the stuck stage when no frame moves this long "
+        "(default: $RTFORMER_STALL_SECONDS or 300)",
+    )
     segment.add_argument("--view", default="overlay", choices=VIEWS)
     segment.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
     segment.add_argument("--labels", action="store_true", help="images: write label maps instead of colours")
@@ -411,7 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, DatasetError, BackendError, VideoError, ValueError, FileNotFoundError) as error:
+    except (
+        CheckpointError,
+        DatasetError,
+        BackendError,
+        VideoError,
+        StallError,
+        ValueError,
+        FileNotFoundError,
+    ) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -23,12 +23,15 @@ from tqdm import tqdm
 from engine.media import DecodeReport, VideoError, VideoWriter, is_image, list_images, probe, read_frames
 from engine.runtime.render import render
 from engine.runtime.segmenter import Segmenter
+from engine.runtime.watchdog import StallError, StallReport, StallWatchdog
 
 log = logging.getLogger("rtformer.engine")
 STAGES = ("decode", "preprocess", "inference", "postprocess", "render", "encode")
 QUEUE_SIZE = 8
 BATCH_CANDIDATES = (1, 2, 4, 8)
 BATCH_TIMING_CALLS = 5
+# After a stall, how long to wait for each outer thread to end before leaving it behind.
+JOIN_AFTER_STALL_SECONDS = 5.0
 
 
 @dataclass
@@ -54,6 +57,7 @@ def segment_video(
     alpha: float = 0.5,
     progress: bool = True,
     batch_size: int | None = None,
+    stall_seconds: float | None = None,
 ) -> SegmentReport:
     """Every frame of `source`, segmented, into `output` with the same timestamps.
 
@@ -61,63 +65,92 @@ def segment_video(
     thread; postprocessing, rendering and encoding on a third. Bounded queues
     between them keep memory flat and the order. `batch_size` frames go to the model
     at once; None measures the best (`measured_batch_size`: 1 on the CPU backends).
+
+    A watchdog (engine.runtime.watchdog) ends the run with a StallError naming the
+    stuck stage, its stack in the log, when no frame moves for `stall_seconds`
+    (default: $RTFORMER_STALL_SECONDS or 300 s); `output` keeps the frames written.
     """
     info = probe(source)
     if batch_size is None:
         batch_size = measured_batch_size(segmenter, np.zeros((info.height, info.width, 3), np.uint8))
-    pipeline = _VideoPipeline()
+    pipeline = _VideoPipeline(stall_seconds)
     decode = DecodeReport()
     started = time.perf_counter()
     threads = [
-        threading.Thread(target=pipeline.decode, args=(source, decode), daemon=True),
+        threading.Thread(target=pipeline.decode, args=(source, decode), name="decode", daemon=True),
         threading.Thread(
-            target=pipeline.encode, args=(output, info, segmenter.lut, view, alpha), daemon=True
+            target=pipeline.encode,
+            args=(output, info, segmenter.lut, view, alpha),
+            name="encode",
+            daemon=True,
         ),
     ]
-    for thread in threads:
-        thread.start()
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
-    try:
-        segmented = _segmented_in_order(
-            segmenter, pipeline.decoded, pipeline.stop, pipeline.stages, batch_size
-        )
-        for item in segmented:
-            pipeline.rendered.put(item)
-            bar.update(1)
-            bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
-    except BaseException:
-        pipeline.stop.set()  # unblock the decoder
-        raise
-    finally:
-        pipeline.rendered.put(None)
+    with pipeline.watchdog:
         for thread in threads:
-            thread.join()
-        bar.close()
-    if pipeline.failures:
-        raise pipeline.failures[0]
+            thread.start()
+        try:
+            for item in _segmented_in_order(segmenter, pipeline, batch_size):
+                if not _put(pipeline.rendered, item, pipeline.stop):
+                    break
+                bar.update(1)
+                bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - started):.1f}")
+        except BaseException:
+            pipeline.stop.set()  # unblock the decoder and the encoder
+            raise
+        finally:
+            _put(pipeline.rendered, None, pipeline.stop)  # the end, unless stopping already
+            for thread in threads:
+                # A stage stuck in a native call never returns: it is a daemon, left behind.
+                thread.join(None if pipeline.watchdog.report is None else JOIN_AFTER_STALL_SECONDS)
+            bar.close()
+    pipeline.raise_failure(output)
     medians = {stage: statistics.median(values) for stage, values in pipeline.stages.items() if values}
     return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
 
 
 class _VideoPipeline:
-    """The queues, stage timings, failures and stop event that segment_video's three
-    threads share; `decode` and `encode` are the outer two threads' bodies."""
+    """The queues, stage timings, failures, stop event and watchdog that segment_video's
+    three threads share; `decode` and `encode` are the outer two threads' bodies. A
+    stage's work on one frame runs inside `watchdog.working(stage)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, stall_seconds: float | None = None) -> None:
         self.stages: dict[str, list[float]] = {name: [] for name in STAGES}
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.failures: list[BaseException] = []
         self.stop = threading.Event()
+        self.watchdog = StallWatchdog(self.stalled, stall_seconds)  # started by segment_video
+
+    def stalled(self, report: StallReport) -> None:
+        """The watchdog's call: say where, with every thread's stack, then stop every stage."""
+        log.error("stalled: %s; the threads' stacks:\n%s", report.summary(), report.stacks)
+        self.stop.set()
+
+    def raise_failure(self, output: Path) -> None:
+        """Raise what ended the run early: a stall first (the other failures follow from
+        it), else the first failure; nothing when the run went through."""
+        report = self.watchdog.report
+        if report is not None:
+            kept = f"{output} keeps the {len(self.stages['encode'])} frame(s) written before it"
+            if report.stage == "encode":  # it cannot flush what it holds
+                kept = f"{output} keeps the fragments the encoder wrote (a second of video each)"
+            raise StallError(report, kept) from None
+        if self.failures:
+            raise self.failures[0]
 
     def decode(self, source: Path, report: DecodeReport) -> None:
         try:
-            clock = time.perf_counter()
-            for frame, seconds in read_frames(source, report):
-                self.stages["decode"].append((time.perf_counter() - clock) * 1e3)
-                if not _put(self.decoded, (frame, seconds), self.stop):
-                    return
+            frames = iter(read_frames(source, report))
+            while True:
                 clock = time.perf_counter()
+                with self.watchdog.working("decode"):
+                    item = next(frames, None)
+                if item is None:
+                    break
+                self.stages["decode"].append((time.perf_counter() - clock) * 1e3)
+                if not _put(self.decoded, item, self.stop):
+                    return
         except BaseException as error:  # reported by the main thread
             self.failures.append(error)
         finally:
@@ -125,76 +158,131 @@ class _VideoPipeline:
 
     def encode(self, output: Path, info, lut, view: str, alpha: float) -> None:
         # Postprocess, render and encode here, so the main thread only feeds the model.
+        # When the pipeline stops, the writer closes with the frames written so far.
         try:
-            with VideoWriter(output, fps=info.fps, time_base=info.time_base) as writer:
-                while (item := self.rendered.get()) is not None:
-                    frame, model_labels, seconds = item
-                    clock = time.perf_counter()
-                    labels = model_labels[0].numpy()  # at the model's size: render scales the colours
-                    drawn = time.perf_counter()
-                    picture = render(view, frame, labels, lut, alpha)
-                    encoding = time.perf_counter()
-                    writer.write(picture, seconds)
-                    self.stages["postprocess"].append((drawn - clock) * 1e3)
-                    self.stages["render"].append((encoding - drawn) * 1e3)
-                    self.stages["encode"].append((time.perf_counter() - encoding) * 1e3)
+            # Fragmented (crash-safe) MP4: a stage stuck for good, a kill or a crash leaves a
+            # file that plays up to its last second, not one without its index.
+            with VideoWriter(output, fps=info.fps, time_base=info.time_base, crash_safe=True) as writer:
+                while (item := _get(self.rendered, self.stop)) is not None:
+                    with self.watchdog.working("encode"):
+                        self._encode_one(writer, item, lut, view, alpha)
         except BaseException as error:
             self.failures.append(error)
             self.stop.set()  # the decoder and the main thread both watch it
-            while self.rendered.get() is not None:  # let the main thread finish its puts
-                pass
+
+    def _encode_one(self, writer: VideoWriter, item: tuple, lut, view: str, alpha: float) -> None:
+        frame, model_labels, seconds = item
+        clock = time.perf_counter()
+        labels = model_labels[0].numpy()  # at the model's size: render scales the colours
+        drawn = time.perf_counter()
+        picture = render(view, frame, labels, lut, alpha)
+        encoding = time.perf_counter()
+        writer.write(picture, seconds)
+        self.stages["postprocess"].append((drawn - clock) * 1e3)
+        self.stages["render"].append((encoding - drawn) * 1e3)
+        self.stages["encode"].append((time.perf_counter() - encoding) * 1e3)
 
 
-def _segmented_in_order(
-    segmenter: Segmenter, decoded: queue.Queue, stop: threading.Event, stages: dict, batch_size: int = 1
-):
+class _DaemonWorkers:
+    """`count` daemon threads running submitted calls, in the style of a thread pool.
+    Not concurrent.futures' pool: its workers are joined at interpreter exit, so one
+    stuck in a native call would keep `rtformer segment` alive after a stall."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.count = count
+        for index in range(count):
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True).start()
+
+    def submit(self, function, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((future, function, args))
+        return future
+
+    def close(self) -> None:
+        """Let the workers end once the jobs before are done (never waits for them)."""
+        for _ in range(self.count):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, function, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as error:
+                future.set_exception(error)
+
+
+def _result(future: concurrent.futures.Future, stop: threading.Event):
+    """The future's result, or None as soon as the pipeline is stopping."""
+    while not stop.is_set():
+        try:
+            return future.result(timeout=0.1)
+        except concurrent.futures.TimeoutError:
+            continue
+    return None
+
+
+def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_size: int = 1):
     """(frame, labels at the model's size (1, h, w), seconds from the first frame) for each
     decoded frame, in order. Preprocessing runs here; inference on `backend.parallel`
     worker threads, `batch_size` frames a call, so a backend that takes several frames
     at once (OpenVINO with streams, PyTorch CUDA with batches) gets them, while the
     results still come out in the input's order. The last batch is padded with copies of
-    its last frame: a CUDA graph is captured per batch shape."""
+    its last frame: a CUDA graph is captured per batch shape. Ends early, without an
+    error, when the pipeline stops (its failures say why)."""
     parallel = max(1, segmenter.backend.parallel)
+    stages, stop, watchdog = pipeline.stages, pipeline.stop, pipeline.watchdog
     pending: collections.deque = collections.deque()
     group: list[tuple] = []
     first_timestamp = None
 
     def infer(batch: np.ndarray, count: int):
         started = time.perf_counter()
-        labels = segmenter.backend.infer_labels(batch)[:count]
+        with watchdog.working("inference"):
+            labels = segmenter.backend.infer_labels(batch)[:count]
         return labels, (time.perf_counter() - started) * 1e3 / count
 
-    def submit(pool) -> None:
+    def submit(workers: _DaemonWorkers) -> None:
         blobs = [blob for _, _, blob in group]
         blobs += blobs[-1:] * (batch_size - len(blobs))
         batch = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)  # no second copy per frame
-        future = pool.submit(infer, batch, len(group))
+        future = workers.submit(infer, batch, len(group))
         pending.append(([(frame, seconds) for frame, seconds, _ in group], future))
         group.clear()
 
     def oldest():
         frames, future = pending.popleft()
-        labels, milliseconds = future.result()
+        result = _result(future, stop)
+        if result is None:
+            return
+        labels, milliseconds = result
         for index, (frame, seconds) in enumerate(frames):
             stages["inference"].append(milliseconds)
             yield frame, labels[index : index + 1], seconds
 
-    with concurrent.futures.ThreadPoolExecutor(parallel, thread_name_prefix="inference") as pool:
-        while (item := _get(decoded, stop)) is not None:
+    workers = _DaemonWorkers(parallel, "inference")
+    try:
+        while (item := _get(pipeline.decoded, stop)) is not None:
             frame, seconds = item
             first_timestamp = seconds if first_timestamp is None else first_timestamp
             started = time.perf_counter()
-            blob = segmenter.prepare(frame).copy()  # the preprocessor reuses its buffer
+            with watchdog.working("preprocess"):
+                blob = segmenter.prepare(frame).copy()  # the preprocessor reuses its buffer
             stages["preprocess"].append((time.perf_counter() - started) * 1e3)
             group.append((frame, seconds - first_timestamp, blob))
             if len(group) == batch_size:
-                submit(pool)
+                submit(workers)
             if len(pending) >= parallel:
                 yield from oldest()
-        if group:
-            submit(pool)
-        while pending:
+        if group and not stop.is_set():
+            submit(workers)
+        while pending and not stop.is_set():
             yield from oldest()
+    finally:
+        workers.close()
 
 
 def measured_batch_size(segmenter: Segmenter, frame: np.ndarray, candidates=BATCH_CANDIDATES) -> int:
@@ -288,9 +376,10 @@ def segment_path(
     labels_only: bool = False,
     progress: bool = True,
     batch_size: int | None = None,
+    stall_seconds: float | None = None,
 ) -> SegmentReport:
-    """Segment a video file, an image, or a folder of images into `output` (`batch_size`:
-    see `segment_video`)."""
+    """Segment a video file, an image, or a folder of images into `output` (`batch_size`
+    and `stall_seconds`: see `segment_video`)."""
     source, output = Path(source), Path(output)
     started = time.perf_counter()
     if not source.exists():
@@ -303,7 +392,7 @@ def segment_path(
             output = output.with_suffix(".png")
         segment_image(segmenter, source, output, view, alpha, labels_only)
         return SegmentReport(1, time.perf_counter() - started)
-    report = segment_video(segmenter, source, output, view, alpha, progress, batch_size)
+    report = segment_video(segmenter, source, output, view, alpha, progress, batch_size, stall_seconds)
     if report.damaged:
         report.warnings.append(
             f"{source} is damaged; segmented the {report.frames} frames before the damage "

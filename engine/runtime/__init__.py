@@ -6,9 +6,9 @@ owner of ONNX models, INT8 models and the OpenVINO cache: names, building, repai
 `graphs` (CUDA graphs for PyTorch on CUDA), `backends` (PyTorch, ONNX Runtime,
 OpenVINO: they only open artefacts),
 `availability` (which backends this machine runs and the measured auto choice),
-`render` (the one renderer), `segmenter` (the facade) and `doctor` (the system
-report). Modules inside the runtime import each other by module, never through
-this package.
+`render` (the one renderer), `segmenter` (the facade), `watchdog` (stalled
+pipelines say where) and `doctor` (the system report). Modules inside the runtime
+import each other by module, never through this package.
 """
 
 from engine.runtime.availability import (
@@ -23,6 +23,7 @@ from engine.runtime.doctor import format_system_report, system_report
 from engine.runtime.errors import BackendError
 from engine.runtime.render import render
 from engine.runtime.segmenter import VIEWS, Segmenter
+from engine.runtime.watchdog import StallReport, StallWatchdog
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -30,6 +31,8 @@ __all__ = [
     "BackendChoice",
     "BackendError",
     "Segmenter",
+    "StallReport",
+    "StallWatchdog",
     "available",
     "default_backend",
     "format_system_report",
