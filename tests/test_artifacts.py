@@ -9,7 +9,14 @@ import cv2
 import pytest
 
 import engine.runtime.artifacts as artifacts
-from engine.runtime.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key, opened_with_repair
+from engine.runtime.artifacts import (
+    FP32_KIND,
+    artifact_path,
+    calibration_key,
+    int8_kind,
+    int8_weight_bits,
+    opened_with_repair,
+)
 from engine.runtime.segmenter import Segmenter
 from tests.synthetic import synthetic_frame, write_checkpoint
 
@@ -75,7 +82,7 @@ def test_a_damaged_int8_cache_is_rebuilt(tmp_path, checkpoint, caplog):
     frames.mkdir()
     for seed in range(2):
         cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(seed=seed))
-    cached = artifact_path(local, INT8_KIND, key=calibration_key(frames))
+    cached = artifact_path(local, int8_kind(int8_weight_bits()), key=calibration_key(frames))
     Segmenter(local, backend="onnxruntime", precision="int8", calibration=frames)
     cached.write_bytes(cached.read_bytes()[:1000])  # truncated, as by a full disk
     with caplog.at_level(logging.WARNING, "rtformer.engine"):

@@ -101,8 +101,19 @@ def test_help_menu_shows_the_report_and_copies_it(qtbot, window):
     dialog.close()
 
 
-@pytest.mark.parametrize("flag", ["avx512_vnni", ""])
-def test_int8_advice_follows_the_cpu_flags(monkeypatch, flag):
-    monkeypatch.setattr(engine.runtime.doctor, "cpu_flags", lambda: {"avx2", flag} - {""})
+@pytest.mark.parametrize(
+    ("flags", "cpu_class"),
+    [
+        ({"avx512_vnni", "amx_int8", "avx512_bf16"}, "AMX"),
+        ({"avx512_vnni", "avx512_bf16"}, "AVX-512 BF16"),
+        ({"avx512_vnni"}, "VNNI"),
+        (set(), "AVX2"),
+    ],
+)
+def test_int8_advice_and_the_cpu_class_follow_the_cpu_flags(monkeypatch, flags, cpu_class):
+    monkeypatch.setattr(engine.runtime.doctor, "cpu_flags", lambda: {"avx2", *flags})
     rows = dict(engine.runtime.doctor.cpu().rows)
-    assert rows["INT8"].startswith("fast") == bool(flag)
+    assert rows["INT8"].startswith("fast") == bool(flags)
+    assert ("8-bit" in rows["INT8"]) == bool(flags) and ("7-bit" in rows["INT8"]) == (not flags)
+    assert rows["class"] == cpu_class
+    assert rows["measured on this class"] == engine.runtime.doctor.MEASURED_BY_CPU_CLASS[cpu_class]

@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
+import engine.runtime.artifacts as artifacts
 import engine.runtime.availability as availability
-from engine.runtime.artifacts import file_digest, openvino_cache_folder
+from engine.runtime.artifacts import file_digest, int8_weight_bits, openvino_cache_folder
 from engine.runtime.backends import openvino_capabilities
 from engine.runtime.segmenter import BackendError, Segmenter
 from tests.synthetic import synthetic_frame, write_checkpoint
@@ -109,7 +110,10 @@ def test_auto_takes_only_precisions_measured_within_the_limits(tmp_path, checkpo
         ("onnxruntime", "fp32"),
         ("openvino", "fp32"),
     ]
-    write_record(local, {"onnxruntime fp32": 50.0, "onnxruntime int8": 48.5, "openvino int8": 49.2})
+    bits = int8_weight_bits()  # the record names INT8 figures by the weights' width
+    write_record(
+        local, {"onnxruntime fp32": 50.0, f"onnxruntime int8w{bits}": 48.5, f"openvino int8w{bits}": 49.2}
+    )
     candidates = availability.cpu_candidates(local, "auto", "auto")
     assert ("openvino", "int8") in candidates  # -0.8: within 1.0
     assert ("onnxruntime", "int8") not in candidates  # -1.5: over the limit
@@ -118,8 +122,30 @@ def test_auto_takes_only_precisions_measured_within_the_limits(tmp_path, checkpo
         ("onnxruntime", "int8"),
         ("openvino", "int8"),
     ]
-    write_record(local, {"onnxruntime fp32": 50.0, "openvino int8": 49.9}, digest="0" * 12)
+    write_record(local, {"onnxruntime fp32": 50.0, f"openvino int8w{bits}": 49.9}, digest="0" * 12)
     assert ("openvino", "int8") not in availability.cpu_candidates(local, "auto", "auto")  # other weights
+    write_record(local, {"onnxruntime fp32": 50.0, "openvino int8": 49.9})  # no width: not known to hold
+    assert ("openvino", "int8") not in availability.cpu_candidates(local, "auto", "auto")
+
+
+@pytest.mark.parametrize(
+    ("cpu", "bits"), [("AVX2", 7), ("other", 7), ("VNNI", 8), ("AVX-512 BF16", 8), ("AMX", 8)]
+)
+def test_int8_weights_are_8_bit_only_where_vnni_keeps_their_products_exact(
+    monkeypatch, tmp_path, checkpoint, cpu, bits
+):
+    monkeypatch.setattr(artifacts, "cpu_class", lambda: cpu)
+    monkeypatch.delenv("RTFORMER_INT8_WEIGHT_BITS", raising=False)
+    assert artifacts.int8_weight_bits() == bits
+    # auto reads the figure of the width this CPU runs: 8 bits lose 10 mIoU without VNNI
+    local = shutil.copy(checkpoint, tmp_path / "widths.safetensors")
+    write_record(local, {"onnxruntime fp32": 50.0, "openvino int8w7": 49.4, "openvino int8w8": 40.0})
+    assert (("openvino", "int8") in availability.cpu_candidates(local, "auto", "auto")) == (bits == 7)
+    monkeypatch.setenv("RTFORMER_INT8_WEIGHT_BITS", "7")
+    assert artifacts.int8_weight_bits() == 7
+    monkeypatch.setenv("RTFORMER_INT8_WEIGHT_BITS", "4")
+    with pytest.raises(BackendError, match="must be 7 or 8"):
+        artifacts.int8_weight_bits()
 
 
 def test_auto_picks_the_fastest_measured_and_remembers_it(tmp_path, checkpoint, monkeypatch):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from engine.model.checkpoint import CheckpointError, load_checkpoint
 from engine.resources import user_cache_dir
-from engine.runtime.artifacts import FP32_KIND, INT8_KIND, artifact_path, calibration_key
+from engine.runtime.artifacts import FP32_KIND, artifact_path, calibration_key, int8_kind, int8_weight_bits
 from engine.runtime.segmenter import (
     BackendError,
     Preprocessor,
@@ -195,7 +195,7 @@ def test_int8_quantization_calibrated_on_given_frames(tmp_path, checkpoint):
         cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(128, 160, seed=seed))
     int8 = Segmenter(local, backend="onnxruntime", precision="int8", calibration=frames)
     assert int8.description == "ONNX Runtime CPU int8"
-    cached = artifact_path(local, INT8_KIND, key=calibration_key(frames))
+    cached = artifact_path(local, int8_kind(int8_weight_bits()), key=calibration_key(frames))
     graph = __import__("onnx").load(str(cached))
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     frame = synthetic_frame(128, 160, seed=9)

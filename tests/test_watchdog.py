@@ -3,6 +3,7 @@ ending with an error that names the stage, within the limit, its output kept."""
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,37 @@ def test_the_cli_says_stalled_and_exits_with_an_error(tmp_path, monkeypatch, cap
     assert "error: stalled: the inference stage" in err and "Traceback" not in err
     assert f"{output} keeps the {FROZEN_AFTER} frame(s) written before it" in err
     assert len(list(read_frames(output))) == FROZEN_AFTER
+
+
+GIL_HELD_SCRIPT = """
+import ctypes, sys, torch
+sys.path.insert(0, '.')
+from pathlib import Path
+from engine.commands.segment_files import segment_video
+from tests.test_watchdog import InstantModel
+
+def frozen_interpreter():  # a native call that blocks holding the GIL, as a deadlocked binding does
+    ctypes.PyDLL(None).sleep(60)
+
+segment_video(InstantModel(frozen_interpreter), Path(sys.argv[1]), Path(sys.argv[2]), progress=False,
+              stall_seconds=float(sys.argv[3]))
+print('finished')
+"""
+
+
+def test_a_frozen_interpreter_still_ends_with_every_stack(tmp_path):
+    import subprocess
+    import sys
+
+    video = write_video(tmp_path / "in.mp4", frames=6, fps=10)
+    started = time.monotonic()
+    finished = subprocess.run(
+        [sys.executable, "-c", GIL_HELD_SCRIPT, str(video), str(tmp_path / "out.mp4"), str(LIMIT)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=50,  # the native call alone would take 60 s
+    )
+    assert finished.returncode == 1 and "finished" not in finished.stdout
+    assert time.monotonic() - started < 2 * LIMIT + 20
+    assert "Timeout" in finished.stderr and "frozen_interpreter" in finished.stderr  # the stuck stack

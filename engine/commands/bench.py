@@ -297,7 +297,8 @@ def measure_size(
 def machine_description() -> dict:
     import onnxruntime
 
-    from engine.runtime.availability import cpuinfo_field, installed_distributions
+    from engine.runtime.availability import installed_distributions
+    from engine.runtime.cpu import cpuinfo_field
 
     return {
         "cpu": cpuinfo_field("model name") or platform.processor() or platform.machine(),

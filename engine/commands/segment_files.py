@@ -120,7 +120,8 @@ class _VideoPipeline:
         self.rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.failures: list[BaseException] = []
         self.stop = threading.Event()
-        self.watchdog = StallWatchdog(self.stalled, stall_seconds)  # started by segment_video
+        # Started by segment_video; `hard_exit`: even a frozen interpreter ends, with stacks.
+        self.watchdog = StallWatchdog(self.stalled, stall_seconds, hard_exit=True)
 
     def stalled(self, report: StallReport) -> None:
         """The watchdog's call: say where, with every thread's stack, then stop every stage."""
@@ -190,19 +191,34 @@ class _DaemonWorkers:
 
     def __init__(self, count: int, name: str) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.count = count
-        for index in range(count):
-            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True) for index in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, function, *args) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._jobs.put((future, function, args))
         return future
 
-    def close(self) -> None:
-        """Let the workers end once the jobs before are done (never waits for them)."""
-        for _ in range(self.count):
+    def close(self, wait: bool = True) -> None:
+        """Cancel the jobs not started and end the workers after their current job; wait
+        for them unless `wait` is False (after a stall: a stuck one is left behind). Why
+        wait: a daemon thread still inside the runtime when the interpreter exits took
+        the process down ("terminate called without an active exception", status 134)."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self._threads:
             self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -282,7 +298,7 @@ def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_si
         while pending and not stop.is_set():
             yield from oldest()
     finally:
-        workers.close()
+        workers.close(wait=watchdog.report is None)
 
 
 def measured_batch_size(segmenter: Segmenter, frame: np.ndarray, candidates=BATCH_CANDIDATES) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from engine.resources import user_cache_dir
+from engine.runtime.cpu import cpuinfo_field
 from engine.runtime.errors import BackendError
 
 log = logging.getLogger("rtformer.engine")
@@ -185,9 +186,24 @@ def accuracy_costs(checkpoint: str | Path) -> dict[str, float]:
             log.info("ignoring %s: it was measured on other weights", path)
             return {}
         miou = record["miou"]
-        return {name: miou[ACCURACY_REFERENCE] - value for name, value in miou.items()}
+        costs = {name: miou[ACCURACY_REFERENCE] - value for name, value in miou.items()}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+    return int8_costs_at_this_width(costs)
+
+
+def int8_costs_at_this_width(costs: dict[str, float]) -> dict[str, float]:
+    """The record names INT8 figures by weight width ("openvino int8w7", "... int8w8"); here
+    "openvino int8" costs what the width this CPU runs (artifacts.int8_weight_bits) cost.
+    A figure without a width (an older record) counts for nothing."""
+    from engine.runtime.artifacts import int8_weight_bits
+
+    bits = int8_weight_bits()
+    chosen = {name: cost for name, cost in costs.items() if not name.endswith(" int8")}
+    for name, cost in costs.items():
+        if name.endswith(f" int8w{bits}"):
+            chosen[name.removesuffix(f"w{bits}")] = cost
+    return chosen
 
 
 def cpu_candidates(checkpoint: str | Path, backend: str, precision: str) -> list[tuple[str, str]]:
@@ -362,16 +378,6 @@ def _choice_key(digest, size, threads, candidates, calibration, device="cpu", gr
         [digest, size, threads or os.cpu_count(), candidates, str(calibration), versions, machine]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cpuinfo_field(name: str) -> str:
-    """The value of the first `name` line of /proc/cpuinfo ("model name", "flags"); empty
-    where there is none (not Linux). The one reader for doctor, bench and auto's key."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(name):
-                return line.partition(":")[2].strip()
-    return ""
 
 
 def _cpu_name() -> str:

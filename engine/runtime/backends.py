@@ -282,15 +282,26 @@ class OpenVinoBackend:
     def _requests(self, shape: tuple[int, ...]) -> queue.SimpleQueue:
         """The idle infer requests compiled for `shape` (N, h, w, 3): a static shape
         compiles to faster kernels than a dynamic one; each new size compiles once (from
-        the cache after the first run)."""
+        the cache after the first run).
+
+        The first request infers once here, under the lock, before any other thread may
+        use one. Why: OpenVINO's Python binding initialises its NumPy bridge on first use
+        (a call-once inside a function-local static), and two threads arriving there at
+        once deadlock, one holding the GIL: the whole process freezes, watchdog thread
+        included. Seen as `segment` stuck at "0/12 frames" with 2 streams: the threads
+        wait together for the compile and then infer at the same moment; 2 runs in 9 on
+        odd-size videos under load before this warm-up (py-spy: one thread in
+        `__cxa_guard_acquire`, the other in `gil_safe_call_once_and_store<npy_api>`)."""
         with self._compiling:
             if shape not in self._idle:
                 model = self.model.clone()
                 model.reshape({model.inputs[0]: list(shape)})
                 compiled = self._compile(model)
+                requests = [compiled.create_infer_request() for _ in range(self.parallel)]
+                requests[0].infer({0: np.zeros(shape, np.uint8)})
                 self._idle[shape] = queue.SimpleQueue()
-                for _ in range(self.parallel):
-                    self._idle[shape].put(compiled.create_infer_request())
+                for request in requests:
+                    self._idle[shape].put(request)
             return self._idle[shape]
 
     def _compile(self, model):

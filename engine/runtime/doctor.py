@@ -19,12 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine import resources
-from engine.runtime.availability import (
-    auto_summary,
-    available,
-    cpuinfo_field,
-    onnxruntime_conflict,
-)
+from engine.runtime.availability import auto_summary, available, onnxruntime_conflict
+from engine.runtime.cpu import cpu_class, cpu_flags
 
 # CPU flags (as /proc/cpuinfo names them) that decide the speed of our CPU paths.
 CPU_FLAGS = {
@@ -42,12 +38,29 @@ SUPPORT = (
         "CPU paths (PyTorch, ONNX Runtime fp32 and INT8, OpenVINO fp32 and INT8)",
         "tested in CI on Linux x86-64, every change",
     ),
-    ("OpenVINO bf16", "never run: needs AVX512-BF16 or AMX; the error where it is missing is tested"),
+    (
+        "OpenVINO bf16",
+        "measured on a Xeon with AMX: CamVid test within 0.05 mIoU of fp32 (Slim, Base); needs "
+        "AVX512-BF16 or AMX, and the error where it is missing is tested",
+    ),
     ("PyTorch CUDA", "measured once on an NVIDIA H200 (torch 2.11); not in CI"),
     ("ONNX Runtime CUDA/TensorRT", "never run by the project"),
     ("Real cameras", "never run here (no camera); the FFmpeg capture path is tested with test sources"),
     ("Windows and macOS capture", "never run; the device mapping is unit-tested"),
 )
+
+
+# What was measured on each CPU class (engine.runtime.cpu.CPU_CLASSES), 2 cores, one frame
+# at a time at 352x480, 2 threads (BENCHMARKS.md has the tables and commands).
+MEASURED_BY_CPU_CLASS = {
+    "AMX": "Xeon with AMX (issue 21): OpenVINO bf16 and INT8 (8-bit weights) measured; "
+    "BENCHMARKS.md, 'CPU classes'",
+    "AVX-512 BF16": "EPYC with AVX-512, VNNI and BF16 (issue 21): Slim OpenVINO bf16 10.5-14.0 ms, "
+    "INT8 11-14 ms; Base bf16 27 ms, INT8 20 ms",
+    "VNNI": "no machine of this exact class yet; INT8 runs 8-bit weights, as on AMX",
+    "AVX2": "AVX2-only EPYC (issue 13): Slim OpenVINO INT8 18.6 FPS, Base 7.8 FPS (7-bit weights); no bf16",
+    "other": "never measured",
+}
 
 
 @dataclass
@@ -88,10 +101,6 @@ def versions() -> Section:
     return section
 
 
-def cpu_flags() -> set[str]:
-    return set(cpuinfo_field("flags").split())
-
-
 def cpu() -> Section:
     import torch
 
@@ -107,10 +116,12 @@ def cpu() -> Section:
         vnni = flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
         section.add(
             "INT8",
-            "fast (VNNI)"
+            "fast (VNNI): 8-bit weights"
             if vnni
             else "works without VNNI (7-bit weights); measured on such a CPU: 1.43x fp32 on OpenVINO",
         )
+        section.add("class", cpu_class(flags))
+        section.add("measured on this class", MEASURED_BY_CPU_CLASS[cpu_class(flags)])
     else:
         section.add("features", "unknown on this system (no /proc/cpuinfo)")
     return section

@@ -61,10 +61,15 @@ class _FrameReader:
 
 
 def quantize_graph(
-    checkpoint: str | Path, fp32: Path, calibration: str | Path, count: int, output: Path
+    checkpoint: str | Path,
+    fp32: Path,
+    calibration: str | Path,
+    count: int,
+    output: Path,
+    weight_bits: int = 7,
 ) -> None:
     """Quantize the fp32 deployment graph `fp32` of `checkpoint` into `output` (QDQ, per-channel
-    weights), with activation ranges from `count` frames of `calibration`."""
+    `weight_bits`-bit weights: 7 or 8), with activation ranges from `count` frames of `calibration`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -85,7 +90,7 @@ def quantize_graph(
             # 16-bit add (vpmaddubsw), which 8-bit weights overflow. Measured on an AVX2 EPYC
             # without VNNI, Slim on CamVid test: 42.2 mIoU with 8 bits (ONNX Runtime and
             # OpenVINO alike), 52.1 with 7 (fp32 52.7). ORT's docs advise 7 bits without VNNI.
-            reduce_range=True,
+            reduce_range=weight_bits == 7,
             # u8 activations, s8 weights: ORT's fast QLinearConv path on x86 (VNNI).
             # With s8 activations, ORT left every Conv followed by ReLU in fp32
             # (measured: 1.27x instead of 2.4x over fp32 for Slim at 360x480).

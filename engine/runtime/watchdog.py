@@ -17,6 +17,8 @@ machine, and that is slow, not stuck.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import logging
 import os
 import sys
 import threading
@@ -25,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+log = logging.getLogger("rtformer.engine")
 STALL_LIMIT_VARIABLE = "RTFORMER_STALL_SECONDS"
 DEFAULT_STALL_SECONDS = 300.0
 NO_STAGE = "none (every stage is waiting for another)"
@@ -74,6 +77,12 @@ class StallWatchdog:
     `forget_busy`.
     `waiting_is_stall=False` counts only a stage busy past the limit: in the app, no
     frame for minutes is a paused video, not a stall.
+
+    `hard_exit=True` (for commands, never the app) adds a backstop for a frozen
+    interpreter: a native call that deadlocks while holding the GIL stops this thread
+    too (seen: OpenVINO's binding, engine.runtime.backends). Python's faulthandler,
+    re-armed at every poll from here, then prints every thread's stack and exits the
+    process with status 1 once this thread has not run for 2 limits.
     """
 
     def __init__(
@@ -82,9 +91,11 @@ class StallWatchdog:
         limit: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         waiting_is_stall: bool = True,
+        hard_exit: bool = False,
     ) -> None:
         self.limit = stall_limit(limit)
         self.waiting_is_stall = waiting_is_stall
+        self.hard_exit = hard_exit
         self.on_stall = on_stall
         self.clock = clock
         self.report: StallReport | None = None
@@ -151,6 +162,8 @@ class StallWatchdog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.hard_exit:
+            faulthandler.cancel_dump_traceback_later()
 
     def __enter__(self) -> StallWatchdog:
         return self.start()
@@ -160,8 +173,22 @@ class StallWatchdog:
 
     def _watch(self) -> None:
         # A quarter of the limit (at most a second): a stall is reported within 1.25 limits.
-        while not self._stop.wait(min(1.0, self.limit / 4)):
+        while True:
+            if self.hard_exit:
+                self._arm_backstop()
+            if self._stop.wait(min(1.0, self.limit / 4)):
+                return
             self.check()
+
+    def _arm_backstop(self) -> None:
+        """(Re)arm faulthandler's exit in 2 limits, on the process's own stderr (fd 2: a
+        captured sys.stderr has no file descriptor). If it cannot be armed, the watchdog
+        goes on without it: the backstop must never cost the watchdog itself."""
+        try:
+            faulthandler.dump_traceback_later(2 * self.limit, exit=True, file=sys.__stderr__)
+        except (AttributeError, OSError, ValueError) as error:  # no stderr; io.UnsupportedOperation
+            self.hard_exit = False
+            log.warning("the stall backstop is off: %s", error)
 
 
 def thread_stacks(first: int | None = None) -> str:
