@@ -90,3 +90,28 @@ def test_a_damaged_int8_cache_is_rebuilt(tmp_path, checkpoint, caplog):
     assert "is damaged" in caplog.text
     assert segmenter.predict(synthetic_frame()).shape == (120, 160)
     assert not artifacts.is_damaged(cached)
+
+
+def test_int8_models_of_each_weight_width_are_separate_files_with_that_range(
+    tmp_path, checkpoint, monkeypatch
+):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), synthetic_frame(seed=0))
+    largest = {}
+    for bits in (7, 8):
+        monkeypatch.setenv("RTFORMER_INT8_WEIGHT_BITS", str(bits))
+        path = artifacts.int8_model(checkpoint, frames)
+        assert path.name.endswith(f".deploy-int8w{bits}.{calibration_key(frames)}.onnx")
+        weights = [
+            numpy_helper.to_array(tensor)
+            for tensor in onnx.load(str(path)).graph.initializer
+            if tensor.data_type == onnx.TensorProto.INT8 and tensor.dims
+        ]
+        largest[bits] = max(int(np.abs(w.astype(int)).max()) for w in weights)
+    # Per-channel symmetric: each channel's largest weight maps to the top of the range.
+    assert largest[7] <= 64 and largest[8] == 127
