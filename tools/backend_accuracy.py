@@ -41,6 +41,30 @@ def record_names(backend: str, precision: str, widths: tuple[int, ...]) -> list[
     return [(f"{backend} int8w{bits}", bits) for bits in widths]
 
 
+def measure_all(
+    checkpoint: Path, dataset, calibration, widths: tuple[int, ...], threads: int | None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """mIoU of every CPU candidate runnable here ("openvino int8w8", ...), and why the
+    others were skipped."""
+    miou, skipped = {}, {}
+    for backend, precision in CPU_CANDIDATES:
+        for name, bits in record_names(backend, precision, widths):
+            reason = why_unavailable(BackendChoice(name, backend, "cpu", precision))
+            if reason:
+                skipped[name] = reason
+                print(f"{name}: skipped ({reason})", file=sys.stderr)
+                continue
+            os.environ[INT8_WEIGHT_BITS_VARIABLE] = str(bits or 7)  # read when the INT8 file is chosen
+            segmenter = Segmenter(
+                checkpoint, backend, "cpu", precision, calibration=calibration, threads=threads
+            )
+            started = time.perf_counter()
+            miou[name] = evaluate_segmenter(segmenter, dataset).miou
+            print(f"{name}: mIoU {miou[name]:.2f} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    os.environ.pop(INT8_WEIGHT_BITS_VARIABLE, None)
+    return miou, skipped
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -64,24 +88,7 @@ def main() -> int:
     dataset = open_dataset("camvid", args.data_root, args.split)
     calibration = args.calibration or default_calibration()
     widths = args.int8_bits or ((7, 8) if cpu_class() in VNNI_CLASSES else (7,))
-    miou, seconds, skipped = {}, {}, {}
-    for backend, precision in CPU_CANDIDATES:
-        for name, bits in record_names(backend, precision, widths):
-            reason = why_unavailable(BackendChoice(name, backend, "cpu", precision))
-            if reason:
-                skipped[name] = reason
-                print(f"{name}: skipped ({reason})", file=sys.stderr)
-                continue
-            os.environ[INT8_WEIGHT_BITS_VARIABLE] = str(bits or 7)  # read when the INT8 file is chosen
-            segmenter = Segmenter(
-                args.checkpoint, backend, "cpu", precision, calibration=calibration, threads=args.threads
-            )
-            started = time.perf_counter()
-            report = evaluate_segmenter(segmenter, dataset)
-            seconds[name] = round(time.perf_counter() - started, 1)
-            miou[name] = report.miou
-            print(f"{name}: mIoU {report.miou:.2f} ({seconds[name]} s)", file=sys.stderr)
-    os.environ.pop(INT8_WEIGHT_BITS_VARIABLE, None)
+    miou, skipped = measure_all(args.checkpoint, dataset, calibration, widths, args.threads)
     record = {
         "checkpoint": args.checkpoint.name,
         "checkpoint_digest": file_digest(args.checkpoint),
