@@ -1,6 +1,6 @@
 """Running a checkpoint on frames: the public API the app and the commands use.
 
-Inside, each module imports only those before it: `errors`, `preprocess`,
+Inside, each module imports only those before it: `errors`, `cpu`, `preprocess`,
 `postprocess`, `export` and `quantize` (how graphs are made), `artifacts` (the one
 owner of ONNX models, INT8 models and the OpenVINO cache: names, building, repair),
 `graphs` (CUDA graphs for PyTorch on CUDA), `backends` (PyTorch, ONNX Runtime,
