@@ -561,7 +561,6 @@ class InferenceService:
             self.on_result(result)
 
     def _stalled(self, report: StallReport) -> None:
-        log.error("stalled: %s; the threads' stacks:\n%s", report.summary(), report.stacks)
         if report.stage == "inference":  # leave the stuck thread and its model behind
             self._generation += 1
             self.model = self._on_trial_over = None

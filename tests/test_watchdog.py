@@ -58,7 +58,8 @@ def test_stages_all_waiting_is_a_stall_too_and_progress_resets_the_clock():
     clock, reports = Clock(), []
     watchdog = StallWatchdog(reports.append, limit=5, clock=clock)
     clock.now = 4
-    watchdog.progressed()
+    with watchdog.working("decode"):  # a frame moved at 4 s
+        pass
     clock.now = 8
     assert watchdog.check() is None
     clock.now = 9.5

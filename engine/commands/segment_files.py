@@ -124,8 +124,7 @@ class _VideoPipeline:
         self.watchdog = StallWatchdog(self.stalled, stall_seconds, hard_exit=True)
 
     def stalled(self, report: StallReport) -> None:
-        """The watchdog's call: say where, with every thread's stack, then stop every stage."""
-        log.error("stalled: %s; the threads' stacks:\n%s", report.summary(), report.stacks)
+        """The watchdog's call (it has logged where, with every stack): stop every stage."""
         self.stop.set()
 
     def raise_failure(self, output: Path) -> None:

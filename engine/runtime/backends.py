@@ -289,8 +289,8 @@ class OpenVinoBackend:
         (a call-once inside a function-local static), and two threads arriving there at
         once deadlock, one holding the GIL: the whole process freezes, watchdog thread
         included. Seen as `segment` stuck at "0/12 frames" with 2 streams: the threads
-        wait together for the compile and then infer at the same moment; 2 runs in 9 on
-        odd-size videos under load before this warm-up (py-spy: one thread in
+        wait together for the compile and then infer at the same moment; 4 runs in 17 on
+        odd-size videos under load before this warm-up, none in 236 after (py-spy: one thread in
         `__cxa_guard_acquire`, the other in `gil_safe_call_once_and_store<npy_api>`)."""
         with self._compiling:
             if shape not in self._idle:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine import resources
 from engine.runtime.availability import auto_summary, available, onnxruntime_conflict
-from engine.runtime.cpu import cpu_class, cpu_flags
+from engine.runtime.cpu import VNNI_CLASSES, cpu_class, cpu_flags
 
 # CPU flags (as /proc/cpuinfo names them) that decide the speed of our CPU paths.
 CPU_FLAGS = {
@@ -113,11 +113,10 @@ def cpu() -> Section:
     if flags:
         present = [label for flag, label in CPU_FLAGS.items() if flag in flags]
         section.add("features", ", ".join(present) or "none of AVX2, AVX-512, VNNI")
-        vnni = flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
         section.add(
             "INT8",
             "fast (VNNI): 8-bit weights"
-            if vnni
+            if cpu_class(flags) in VNNI_CLASSES
             else "works without VNNI (7-bit weights); measured on such a CPU: 1.43x fp32 on OpenVINO",
         )
         section.add("class", cpu_class(flags))

@@ -73,7 +73,7 @@ class StallWatchdog:
     """Watches the stages of one pipeline; see the module docstring.
 
     Use as a context manager, or `start` and `stop` its thread, or call `check` yourself.
-    `on_stall` is called once per stall; `report` keeps what it was given until
+    Each stall is logged (with the stacks) and `on_stall` called once; `report` keeps what it was given until
     `forget_busy`.
     `waiting_is_stall=False` counts only a stage busy past the limit: in the app, no
     frame for minutes is a paused video, not a stall.
@@ -118,11 +118,6 @@ class StallWatchdog:
                 self._busy.pop(ident, None)
                 self._last_progress = self.clock()
 
-    def progressed(self) -> None:
-        """Counts as a moved frame without a `working` block (a waiting stage that got one)."""
-        with self._lock:
-            self._last_progress = self.clock()
-
     def check(self) -> StallReport | None:
         """The report (and `on_stall`, once) when nothing moved for `limit` seconds."""
         if self.report is not None:
@@ -141,6 +136,7 @@ class StallWatchdog:
         else:
             report = StallReport(NO_STAGE, 0.0, idle, self.limit, thread_stacks())
         self.report = report
+        log.error("stalled: %s; the threads' stacks:\n%s", report.summary(), report.stacks)
         self.on_stall(report)
         return report
 
