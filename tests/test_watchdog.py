@@ -178,7 +178,15 @@ def test_the_cli_says_stalled_and_exits_with_an_error(tmp_path, monkeypatch, cap
     monkeypatch.setattr(segment_files, "segment_video", with_frozen_model)
     checkpoint = write_checkpoint(tmp_path / "slim.safetensors")
     output = tmp_path / "out.mp4"
-    arguments = ["--checkpoint", str(checkpoint), "--backend", "torch", "--stall-limit", str(LIMIT)]
+    arguments = [
+        "--checkpoint",
+        str(checkpoint),
+        "--backend",
+        "torch",
+        "--stall-limit",
+        str(LIMIT),
+        "--no-stabilize",
+    ]
     try:
         code = main(["segment", str(video), "-o", str(output), *arguments])
     finally:

@@ -1,7 +1,9 @@
 """`rtformer segment`: every frame of a video, an image, or a folder of images.
 
 Videos are written as H.264 MP4 with the input's frame rate and timestamps
-(same duration); images as PNG colour masks / overlays, or label maps.
+(same duration), or, with `labels_only`, as a folder of label maps (frame_000000.png,
+...); images as PNG colour masks / overlays, or label maps. A video's masks are steady
+(engine.runtime.stabilize) unless `stabilize` is off.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.media import DecodeReport, VideoError, VideoWriter, is_image, list_images, probe, read_frames
+from engine.runtime.postprocess import labels_at
 from engine.runtime.render import render
 from engine.runtime.segmenter import Segmenter
+from engine.runtime.stabilize import MaskStabilizer
 from engine.runtime.watchdog import StallError, StallReport, StallWatchdog
 
 log = logging.getLogger("rtformer.engine")
@@ -58,13 +62,16 @@ def segment_video(
     progress: bool = True,
     batch_size: int | None = None,
     stall_seconds: float | None = None,
+    stabilizer: MaskStabilizer | None = None,
+    labels_only: bool = False,
 ) -> SegmentReport:
-    """Every frame of `source`, segmented, into `output` with the same timestamps.
+    """Every frame of `source`, segmented, into `output` with the same timestamps (or,
+    `labels_only`, into the folder `output`: frame_000000.png, ... label maps).
 
-    Three stages overlap: a decoder thread; preprocessing and inference on this
-    thread; postprocessing, rendering and encoding on a third. Bounded queues
-    between them keep memory flat and the order. `batch_size` frames go to the model
-    at once; None measures the best (`measured_batch_size`: 1 on the CPU backends).
+    Three stages overlap: a decoder thread; preprocessing and inference on this thread;
+    postprocessing (the `stabilizer`'s steady labels, if any), rendering and encoding on
+    a third. Bounded queues between them keep memory flat and the order. `batch_size`
+    frames go to the model at once; None measures the best (1 on the CPU backends).
 
     A watchdog (engine.runtime.watchdog) ends the run with a StallError naming the
     stuck stage, its stack in the log, when no frame moves for `stall_seconds`
@@ -73,17 +80,13 @@ def segment_video(
     info = probe(source)
     if batch_size is None:
         batch_size = measured_batch_size(segmenter, np.zeros((info.height, info.width, 3), np.uint8))
-    pipeline = _VideoPipeline(stall_seconds)
+    pipeline = _VideoPipeline(stall_seconds, stabilizer)
     decode = DecodeReport()
     started = time.perf_counter()
+    encoding = (output, info, segmenter.lut, view, alpha, labels_only)
     threads = [
         threading.Thread(target=pipeline.decode, args=(source, decode), name="decode", daemon=True),
-        threading.Thread(
-            target=pipeline.encode,
-            args=(output, info, segmenter.lut, view, alpha),
-            name="encode",
-            daemon=True,
-        ),
+        threading.Thread(target=pipeline.encode, args=encoding, name="encode", daemon=True),
     ]
     bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
     with pipeline.watchdog:
@@ -114,8 +117,9 @@ class _VideoPipeline:
     three threads share; `decode` and `encode` are the outer two threads' bodies. A
     stage's work on one frame runs inside `watchdog.working(stage)`."""
 
-    def __init__(self, stall_seconds: float | None = None) -> None:
+    def __init__(self, stall_seconds: float | None = None, stabilizer: MaskStabilizer | None = None) -> None:
         self.stages: dict[str, list[float]] = {name: [] for name in STAGES}
+        self.stabilizer = stabilizer  # fed in frame order by the encode thread
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.failures: list[BaseException] = []
@@ -156,31 +160,68 @@ class _VideoPipeline:
         finally:
             _put(self.decoded, None, self.stop)  # skipped when stopping: the main thread checks `stop` too
 
-    def encode(self, output: Path, info, lut, view: str, alpha: float) -> None:
+    def encode(self, output: Path, info, lut, view: str, alpha: float, labels_only: bool = False) -> None:
         # Postprocess, render and encode here, so the main thread only feeds the model.
         # When the pipeline stops, the writer closes with the frames written so far.
         try:
             # Fragmented (crash-safe) MP4: a stage stuck for good, a kill or a crash leaves a
             # file that plays up to its last second, not one without its index.
-            with VideoWriter(output, fps=info.fps, time_base=info.time_base, crash_safe=True) as writer:
+            sink = (
+                LabelFolderWriter(output)
+                if labels_only
+                else VideoWriter(output, fps=info.fps, time_base=info.time_base, crash_safe=True)
+            )
+            with sink as writer:
                 while (item := _get(self.rendered, self.stop)) is not None:
                     with self.watchdog.working("encode"):
-                        self._encode_one(writer, item, lut, view, alpha)
+                        self._encode_one(writer, item, lut, view, alpha, labels_only)
         except BaseException as error:
             self.failures.append(error)
             self.stop.set()  # the decoder and the main thread both watch it
 
-    def _encode_one(self, writer: VideoWriter, item: tuple, lut, view: str, alpha: float) -> None:
-        frame, model_labels, seconds = item
+    def _encode_one(self, writer, item: tuple, lut, view: str, alpha: float, labels_only: bool) -> None:
+        frame, inferred, seconds = item
         clock = time.perf_counter()
-        labels = model_labels[0].numpy()  # at the model's size: render scales the colours
+        labels = self._labels(inferred)  # at the model's size: render scales the colours
         drawn = time.perf_counter()
-        picture = render(view, frame, labels, lut, alpha)
+        picture = (
+            labels_at(labels, frame.shape[:2]) if labels_only else render(view, frame, labels, lut, alpha)
+        )
         encoding = time.perf_counter()
         writer.write(picture, seconds)
         self.stages["postprocess"].append((drawn - clock) * 1e3)
         self.stages["render"].append((encoding - drawn) * 1e3)
         self.stages["encode"].append((time.perf_counter() - encoding) * 1e3)
+
+    def _labels(self, inferred) -> np.ndarray:
+        """The labels (h, w) uint8 of one frame from what inference gave: its labels
+        (1, h, w), or (model input, logits, labels) for the stabilizer."""
+        if self.stabilizer is None:
+            return inferred[0].numpy()
+        image, logits, labels = inferred
+        return self.stabilizer(image, logits[0].numpy(), labels[0].numpy())
+
+
+class LabelFolderWriter:
+    """`segment --labels` on a video: each frame's label map (uint8 class ids, at the
+    frame's size) as `frame_000000.png`, `frame_000001.png`, ... in frame order, in a
+    folder that is created; what is there already of that name is overwritten."""
+
+    def __init__(self, folder: Path) -> None:
+        make_output_folder(folder)
+        self.folder, self.count = folder, 0
+
+    def write(self, labels: np.ndarray, seconds: float) -> None:
+        path = self.folder / f"frame_{self.count:06d}.png"
+        if not cv2.imwrite(str(path), labels):
+            raise VideoError(f"cannot write {path}")
+        self.count += 1
+
+    def __enter__(self) -> LabelFolderWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 class _DaemonWorkers:
@@ -242,30 +283,28 @@ def _result(future: concurrent.futures.Future, stop: threading.Event):
 
 def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_size: int = 1):
     """(frame, labels at the model's size (1, h, w), seconds from the first frame) for each
-    decoded frame, in order. Preprocessing runs here; inference on `backend.parallel`
-    worker threads, `batch_size` frames a call, so a backend that takes several frames
-    at once (OpenVINO with streams, PyTorch CUDA with batches) gets them, while the
-    results still come out in the input's order. The last batch is padded with copies of
-    its last frame: a CUDA graph is captured per batch shape. Ends early, without an
-    error, when the pipeline stops (its failures say why)."""
+    decoded frame, in order; with the pipeline's stabilizer, (model input (h, w, 3),
+    logits (1, C, h, w), labels (1, h, w)) in place of the labels. Preprocessing runs
+    here; inference on `backend.parallel` worker threads, `batch_size` frames a call, so
+    a backend that takes several frames at once (OpenVINO with streams, PyTorch CUDA
+    with batches) gets them, while the results still come out in the input's order. The
+    last batch is padded with copies of its last frame: a CUDA graph is captured per
+    batch shape. Ends early, without an error, when the pipeline stops (its failures say why)."""
     parallel = max(1, segmenter.backend.parallel)
     stages, stop, watchdog = pipeline.stages, pipeline.stop, pipeline.watchdog
     pending: collections.deque = collections.deque()
     group: list[tuple] = []
     first_timestamp = None
 
-    def infer(batch: np.ndarray, count: int):
-        started = time.perf_counter()
-        with watchdog.working("inference"):
-            labels = segmenter.backend.infer_labels(batch)[:count]
-        return labels, (time.perf_counter() - started) * 1e3 / count
+    steady = pipeline.stabilizer is not None
+    infer = _inference(segmenter, watchdog, steady)
 
     def submit(workers: _DaemonWorkers) -> None:
-        blobs = [blob for _, _, blob in group]
+        blobs = [blob for _, _, blob, _ in group]
         blobs += blobs[-1:] * (batch_size - len(blobs))
         batch = blobs[0] if len(blobs) == 1 else np.concatenate(blobs)  # no second copy per frame
         future = workers.submit(infer, batch, len(group))
-        pending.append(([(frame, seconds) for frame, seconds, _ in group], future))
+        pending.append(([(frame, seconds, image) for frame, seconds, _, image in group], future))
         group.clear()
 
     def oldest():
@@ -273,10 +312,11 @@ def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_si
         result = _result(future, stop)
         if result is None:
             return
-        labels, milliseconds = result
-        for index, (frame, seconds) in enumerate(frames):
+        outputs, milliseconds = result
+        for index, (frame, seconds, image) in enumerate(frames):
             stages["inference"].append(milliseconds)
-            yield frame, labels[index : index + 1], seconds
+            mine = tuple(output[index : index + 1] for output in outputs)
+            yield frame, ((image, *mine) if steady else mine[0]), seconds
 
     workers = _DaemonWorkers(parallel, "inference")
     try:
@@ -286,8 +326,9 @@ def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_si
             started = time.perf_counter()
             with watchdog.working("preprocess"):
                 blob = segmenter.prepare(frame).copy()  # the preprocessor reuses its buffer
+                image = segmenter.preprocessor.resized.copy() if steady else None  # for the flow
             stages["preprocess"].append((time.perf_counter() - started) * 1e3)
-            group.append((frame, seconds - first_timestamp, blob))
+            group.append((frame, seconds - first_timestamp, blob, image))
             if len(group) == batch_size:
                 submit(workers)
             if len(pending) >= parallel:
@@ -298,6 +339,22 @@ def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_si
             yield from oldest()
     finally:
         workers.close(wait=watchdog.report is None)
+
+
+def _inference(segmenter: Segmenter, watchdog: StallWatchdog, steady: bool):
+    """The workers' call: (batch, count) -> (outputs of the first `count` frames, ms per
+    frame); outputs are (labels,), or (logits, labels) for the stabilizer."""
+
+    def infer(batch: np.ndarray, count: int):
+        started = time.perf_counter()
+        with watchdog.working("inference"):
+            if steady:
+                outputs = tuple(output[:count] for output in segmenter.backend.infer_both(batch))
+            else:
+                outputs = (segmenter.backend.infer_labels(batch)[:count],)
+        return outputs, (time.perf_counter() - started) * 1e3 / count
+
+    return infer
 
 
 def measured_batch_size(segmenter: Segmenter, frame: np.ndarray, candidates=BATCH_CANDIDATES) -> int:
@@ -392,9 +449,12 @@ def segment_path(
     progress: bool = True,
     batch_size: int | None = None,
     stall_seconds: float | None = None,
+    stabilize: bool = True,
 ) -> SegmentReport:
     """Segment a video file, an image, or a folder of images into `output` (`batch_size`
-    and `stall_seconds`: see `segment_video`)."""
+    and `stall_seconds`: see `segment_video`). A video's masks are steady
+    (engine.runtime.stabilize) unless `stabilize` is False; with `labels_only` a video
+    becomes a folder of label maps, one per frame."""
     source, output = Path(source), Path(output)
     started = time.perf_counter()
     if not source.exists():
@@ -407,7 +467,10 @@ def segment_path(
             output = output.with_suffix(".png")
         segment_image(segmenter, source, output, view, alpha, labels_only)
         return SegmentReport(1, time.perf_counter() - started)
-    report = segment_video(segmenter, source, output, view, alpha, progress, batch_size, stall_seconds)
+    stabilizer = MaskStabilizer() if stabilize else None
+    report = segment_video(
+        segmenter, source, output, view, alpha, progress, batch_size, stall_seconds, stabilizer, labels_only
+    )
     if report.damaged:
         report.warnings.append(
             f"{source} is damaged; segmented the {report.frames} frames before the damage "

@@ -1,7 +1,7 @@
 """Running a checkpoint on frames: the public API the app and the commands use.
 
 Inside, each module imports only those before it: `errors`, `cpu`, `preprocess`,
-`postprocess`, `export` and `quantize` (how graphs are made), `artifacts` (the one
+`postprocess`, `stabilize` (steady masks on video), `export` and `quantize` (how graphs are made), `artifacts` (the one
 owner of ONNX models, INT8 models and the OpenVINO cache: names, building, repair),
 `graphs` (CUDA graphs for PyTorch on CUDA), `backends` (PyTorch, ONNX Runtime,
 OpenVINO: they only open artefacts),
@@ -23,6 +23,7 @@ from engine.runtime.doctor import format_system_report, system_report
 from engine.runtime.errors import BackendError
 from engine.runtime.render import render
 from engine.runtime.segmenter import VIEWS, Segmenter
+from engine.runtime.stabilize import MaskStabilizer, StabilizerConfig
 from engine.runtime.watchdog import StallReport, StallWatchdog
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "VIEWS",
     "BackendChoice",
     "BackendError",
+    "MaskStabilizer",
     "Segmenter",
+    "StabilizerConfig",
     "StallReport",
     "StallWatchdog",
     "available",

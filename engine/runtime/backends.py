@@ -47,6 +47,9 @@ class Backend(Protocol):
 
     def infer_labels(self, batch: np.ndarray) -> torch.Tensor: ...  # (N, h, w) uint8
 
+    # Both from one run, on the host: what the video stabilizer (engine.runtime.stabilize) needs.
+    def infer_both(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 def cuda_available() -> bool:
     return torch.cuda.is_available()
@@ -104,26 +107,33 @@ class TorchBackend:
         return logits, logits.argmax(1).to(torch.uint8)
 
     @torch.inference_mode()
-    def _run(self, batch: np.ndarray, want_labels: bool) -> torch.Tensor:
+    def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (N, C, h, w) on the device, labels (N, h, w) uint8 on the device where the
+        device took the argmax, else None: on the CPU `cpu_labels` takes it faster)."""
         if batch.dtype == np.uint8:  # resized BGR frames (N, h, w, 3): normalise on the device
             frames = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            logits, labels = (self.graphed or self.forward_frames)(frames)
-            return labels.cpu() if want_labels else logits.float()
+            return (self.graphed or self.forward_frames)(frames)
         images = torch.from_numpy(batch).to(self.device, self.dtype)
         logits = self.model(images.contiguous(memory_format=torch.channels_last))
-        if not want_labels:
-            return logits.float()
-        if self.device.type == "cuda":
-            return logits.argmax(1).to(torch.uint8).cpu()
-        labels = [argmax_channels(plane.float().numpy()) for plane in logits]
-        return torch.from_numpy(np.stack(labels))
+        return logits, logits.argmax(1).to(torch.uint8) if self.device.type == "cuda" else None
 
     def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
-        return self._run(batch, want_labels=False)
+        return self._run(batch)[0].float()
 
     def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
         """On CUDA the argmax runs on the device and only the labels cross to the host."""
-        return self._run(batch, want_labels=True)
+        logits, labels = self._run(batch)
+        return labels.cpu() if labels is not None else cpu_labels(logits)
+
+    def infer_both(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = self._run(batch)
+        logits = logits.float().cpu()
+        return logits, labels.cpu() if labels is not None else cpu_labels(logits)
+
+
+def cpu_labels(logits: torch.Tensor) -> torch.Tensor:
+    """logits (N, C, h, w) on the CPU -> labels (N, h, w) uint8."""
+    return torch.from_numpy(np.stack([argmax_channels(plane.float().numpy()) for plane in logits]))
 
 
 class OnnxRuntimeBackend:
@@ -161,6 +171,10 @@ class OnnxRuntimeBackend:
     def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
         """The graph's own argmax: the logits never leave the runtime."""
         return torch.from_numpy(self.session.run(["labels"], {self.input_name: batch})[0])
+
+    def infer_both(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = self.session.run(["logits", "labels"], {self.input_name: batch})
+        return torch.from_numpy(logits), torch.from_numpy(labels)
 
 
 def choose_providers(device: str) -> list[str]:
@@ -319,20 +333,24 @@ class OpenVinoBackend:
         self.cache.mkdir(parents=True, exist_ok=True)
         return compiled
 
-    def _run(self, batch: np.ndarray, output: str) -> torch.Tensor:
+    def _run(self, batch: np.ndarray, *outputs: str) -> list[torch.Tensor]:
         idle = self._requests(batch.shape)
         request = idle.get()
         try:
             request.infer({0: batch})
-            return torch.from_numpy(request.get_tensor(output).data.copy())
+            return [torch.from_numpy(request.get_tensor(output).data.copy()) for output in outputs]
         finally:
             idle.put(request)
 
     def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
-        return self._run(batch, "logits")
+        return self._run(batch, "logits")[0]
 
     def infer_labels(self, batch: np.ndarray) -> torch.Tensor:
-        return self._run(batch, "labels")
+        return self._run(batch, "labels")[0]
+
+    def infer_both(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = self._run(batch, "logits", "labels")
+        return logits, labels
 
 
 # ---------------------------------------------------------------- choosing

@@ -47,6 +47,12 @@ class Preprocessor:
         self._float = np.empty((height, width, 3), np.float32)
         self._blob = np.empty((1, 3, height, width), np.float32)
 
+    @property
+    def resized(self) -> np.ndarray:
+        """The latest frame resized to the model's input size (BGR uint8 (h, w, 3)), in the
+        buffer the next call reuses."""
+        return self._resized
+
     def resize(self, frame: np.ndarray) -> np.ndarray:
         """The frame resized to the model's input size (BGR uint8); the buffer is reused."""
         check_frame(frame)

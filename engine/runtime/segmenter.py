@@ -4,7 +4,8 @@ Stages, each timed per call: preprocess (engine.runtime.preprocess: resize keepi
 aspect ratio to the model's input size; normalisation where the backend does not
 do it), inference (engine.runtime.backends: PyTorch CPU/CUDA, ONNX Runtime or OpenVINO),
 postprocess (engine.runtime.postprocess: argmax, labels resized to the frame with nearest
-neighbour; or, on the exact path used by evaluation, logits resized first).
+neighbour; or, on the exact path used by evaluation, logits resized first; on video,
+optionally, engine.runtime.stabilize's steady labels).
 Drawing is engine.runtime.render's.
 
 Frames are BGR uint8 (OpenCV and PyAV's "bgr24"); palettes are RGB, as stored
@@ -29,6 +30,7 @@ from engine.runtime.graphs import cuda_graphs_by_default
 from engine.runtime.postprocess import argmax_channels, labels_at, labels_from_logits
 from engine.runtime.preprocess import Preprocessor, check_frame, model_input_size
 from engine.runtime.render import VIEWS, colorize, overlay, palette_lut, render
+from engine.runtime.stabilize import MaskStabilizer
 
 # Re-exported: the Segmenter's callers find the pipeline's parts here.
 __all__ = [
@@ -145,13 +147,24 @@ class Segmenter:
         self.timings.postprocess = (time.perf_counter() - started) * 1e3
         return labels
 
-    def predict_model_labels(self, frame: np.ndarray) -> np.ndarray:
+    def predict_model_labels(self, frame: np.ndarray, stabilizer: MaskStabilizer | None = None) -> np.ndarray:
         """frame: BGR uint8 (H, W, 3) -> labels uint8 (h, w) at the model's input size, for
         renderers that scale the colours themselves (engine.runtime.render): at 1080p this skips a
-        full-size label map nobody needs."""
-        labels = self.infer_labels(frame)[0].numpy()
-        self.timings.postprocess = 0.0
-        return labels
+        full-size label map nobody needs. With a `stabilizer` (frames of one video, in
+        order), its steady labels; its cost is the postprocess time."""
+        if stabilizer is None:
+            labels = self.infer_labels(frame)[0].numpy()
+            self.timings.postprocess = 0.0
+            return labels
+        steady = stabilizer(self.preprocessor.resized, *self.infer_both(frame))
+        self.timings.postprocess = stabilizer.last_ms
+        return steady
+
+    def infer_both(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocess and inference: frame -> (logits (C, h, w) float32, labels (h, w) uint8)
+        at the model's size, from one run; the model's input stays in `preprocessor.resized`."""
+        logits, labels = self._timed(frame, self.backend.infer_both)
+        return logits[0].numpy(), labels[0].numpy()
 
     def infer_labels(self, frame: np.ndarray) -> torch.Tensor:
         """Preprocess and inference: frame -> labels (1, h, w) uint8 at the model's size;
