@@ -42,10 +42,14 @@ import numpy as np
 
 from app.sources import Frame, FrameSource, SourceError
 from engine.media import VideoWriter
-from engine.runtime import Segmenter, StallReport, StallWatchdog, render
+from engine.runtime import MaskStabilizer, Segmenter, StallReport, StallWatchdog, render
 
 log = logging.getLogger("rtformer.app")
 STAGES = ("capture", "preprocess", "inference", "postprocess", "render", "encode")
+# Steady masks start afresh when consecutive frames are further apart than this on the
+# source's clock (a seek forward, a camera that paused) or go back in time (a seek back,
+# a loop, a new file).
+STEADY_GAP_SECONDS = 1.0
 
 
 # ---------------------------------------------------------------- metrics
@@ -395,6 +399,7 @@ class ViewSettings:
     view: str = "overlay"  # overlay | mask | side-by-side
     alpha: float = 0.5
     hidden: frozenset[int] = frozenset()  # classes not drawn
+    steady: bool = True  # steady masks: labels carried from frame to frame (engine.runtime.stabilize)
 
 
 @dataclass
@@ -446,6 +451,10 @@ class InferenceService:
     there, the previous model comes back (`on_model` is called with it) and the error
     says why. A model that fails to load is reported through `on_load_failed`.
 
+    With `view.steady`, labels are steady from frame to frame (engine.runtime.stabilize);
+    their past is forgotten on a new model, on a jump in the source's clock, and when the
+    session calls `forget_past` (a new source, a seek).
+
     A watchdog (engine.runtime.watchdog) reports a frame or a model load that has run
     past the stall limit through `on_stall`, with every thread's stack in the log:
     without it a stuck backend is a frozen picture and nothing said (issue 21). A thread
@@ -482,6 +491,9 @@ class InferenceService:
         self._stop = threading.Event()
         self._generation = 0  # a thread whose generation is past stops without a word
         self._thread = self._inference_thread()
+        self.stabilizer = MaskStabilizer()  # the inference thread's; a fresh one after a stall
+        self._steady_past: tuple[Segmenter, float] | None = None  # the model and time it holds
+        self._forget = threading.Event()
 
     @property
     def segmenter(self) -> Segmenter | None:
@@ -560,10 +572,15 @@ class InferenceService:
             self._on_trial_over = None  # the new model works on real frames
             self.on_result(result)
 
+    def forget_past(self) -> None:
+        """The next frame's steady labels start afresh (a new source, a seek)."""
+        self._forget.set()
+
     def _stalled(self, report: StallReport) -> None:
         if report.stage == "inference":  # leave the stuck thread and its model behind
             self._generation += 1
             self.model = self._on_trial_over = None
+            self.stabilizer, self._steady_past = MaskStabilizer(), None
             self._thread = self._inference_thread()
             self._thread.start()
             self.watchdog.forget_busy()
@@ -588,7 +605,7 @@ class InferenceService:
     def _process(self, segmenter: Segmenter, frame: Frame) -> Result:
         view = self.view  # one consistent view for the whole frame
         self.last_frame = frame.image
-        labels = segmenter.predict_model_labels(frame.image)  # render scales the colours
+        labels = self._labels(segmenter, frame, view.steady)  # render scales the colours
         timings = segmenter.timings
         for stage in ("preprocess", "inference", "postprocess"):
             self.stats.add(stage, getattr(timings, stage))
@@ -605,6 +622,19 @@ class InferenceService:
         if recorder is not None:
             recorder.push(picture)
         return Result(frame, picture, labels, share / labels.size, (time.monotonic() - frame.captured) * 1e3)
+
+    def _labels(self, segmenter: Segmenter, frame: Frame, steady: bool) -> np.ndarray:
+        """The frame's labels at the model's size: steady ones when `steady`."""
+        stabilizer = self.stabilizer  # a thread left behind by a stall keeps its own
+        past, self._steady_past = self._steady_past, (segmenter, frame.timestamp) if steady else None
+        if not steady:
+            return segmenter.predict_model_labels(frame.image)
+        forget = self._forget.is_set()
+        self._forget.clear()
+        continues = past is not None and past[0] is segmenter
+        if forget or not continues or not 0 <= frame.timestamp - past[1] <= STEADY_GAP_SECONDS:
+            stabilizer.reset()
+        return segmenter.predict_model_labels(frame.image, stabilizer)
 
 
 # ---------------------------------------------------------------- recording

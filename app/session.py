@@ -78,6 +78,15 @@ def read_setting(settings: QSettings, key: str, default, convert=None):
         return default
 
 
+def read_flag(value) -> bool:
+    """A stored yes/no: QSettings gives a bool back, or from an INI file "true"/"false"."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false", "1", "0"):
+        return str(value).lower() in ("true", "1")
+    raise ValueError(f"not a yes/no: {value!r}")
+
+
 def variant_name(variant: str) -> str:
     """What the menus and readouts call a shipped variant: "slim" -> "RTFormer-Slim"."""
     return f"RTFormer-{variant.capitalize()}"
@@ -160,6 +169,7 @@ class Session:
         self.stop_recording()
         self.source = source
         self.capture.set_paused(False)
+        self.inference.forget_past()  # steady masks start afresh on the new source
         self.capture.start(source)
         self.view.source_started(source)
         if not isinstance(source, (CameraSource, FakeCamera)):
@@ -189,6 +199,7 @@ class Session:
 
     def seek_fraction(self, fraction: float) -> None:
         if self.source is not None and self.source.duration:
+            self.inference.forget_past()
             self.capture.seek(fraction * self.source.duration)
 
     def on_position(self, seconds: float) -> None:

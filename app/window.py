@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.services import Result, RollingStats
-from app.session import Session, read_setting, variant_name
+from app.session import Session, read_flag, read_setting, variant_name
 from app.sources import CameraSource, FakeCamera, FrameSource
 from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, shipped_weights
@@ -45,6 +45,7 @@ SHORTCUTS = (
     ("S", "snapshot (PNG)"),
     ("V", "next view: overlay, mask, side by side"),
     ("+ / -", "mask opacity up / down"),
+    ("M", "steady masks on / off (labels carried from frame to frame)"),
     ("F", "full screen"),
     ("Ctrl+O", "open a file"),
     ("F1", "this help"),
@@ -256,6 +257,12 @@ class MainWindow(QMainWindow):
             lambda: self.opacity_slider.setValue(self.opacity_slider.value() - 10),
             "-",
         )
+        self.steady_action = self._action(view_menu, "Steady masks", self.toggle_steady, "M")
+        self.steady_action.setCheckable(True)
+        self.steady_action.setToolTip(
+            "carry labels from frame to frame: a pixel changes class only on clear evidence "
+            "(less flicker on video)"
+        )
         self._action(view_menu, "Full screen", self.toggle_full_screen, "F")
 
         playback = bar.addMenu("&Playback")
@@ -300,6 +307,7 @@ class MainWindow(QMainWindow):
         if view in VIEWS:
             self.view_box.setCurrentText(view)
         self.opacity_slider.setValue(min(100, max(0, read_setting(self.settings, "opacity", 50))))
+        self.set_steady(read_setting(self.settings, "steady", True, read_flag))
         self.fill_recent_menu()
 
     # ------------------------------------------------------------ dialogs and menus
@@ -396,6 +404,15 @@ class MainWindow(QMainWindow):
     def set_view(self, view: str) -> None:
         self.session.change_view(view=view)
         self.settings.setValue("view", view)
+
+    def toggle_steady(self) -> None:
+        self.set_steady(self.steady_action.isChecked())
+
+    def set_steady(self, on: bool) -> None:
+        """Steady masks on or off; remembered."""
+        self.steady_action.setChecked(on)
+        self.session.change_view(steady=on)
+        self.settings.setValue("steady", on)
 
     def next_view(self) -> None:
         self.view_box.setCurrentIndex((self.view_box.currentIndex() + 1) % self.view_box.count())

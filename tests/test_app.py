@@ -194,6 +194,9 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first.start(str(video), str(weights["base"]))
     first.view_box.setCurrentText("mask")
     first.opacity_slider.setValue(30)
+    assert first.steady_action.isChecked() and first.session.inference.view.steady  # on by default
+    first.steady_action.trigger()  # View > Steady masks
+    assert not first.session.inference.view.steady
     first.session.choose_backend(next(c for c in BACKEND_CHOICES if c.label == "PyTorch CPU"))
     qtbot.waitUntil(
         lambda: first.session.backend_choice.label == "PyTorch CPU", timeout=TIMEOUT
@@ -203,6 +206,7 @@ def test_settings_persist_between_runs(qtbot, settings, weights, video):
     second = MainWindow(settings, weights)
     qtbot.addWidget(second)
     assert second.view_box.currentText() == "mask" and second.opacity_slider.value() == 30
+    assert not second.steady_action.isChecked() and not second.session.inference.view.steady
     assert second.session.backend_choice.label == "PyTorch CPU"
     assert settings.value("checkpoint") == str(weights["base"])
     assert settings.value("source") == str(video)

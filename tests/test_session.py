@@ -98,7 +98,7 @@ def test_a_frozen_frame_is_reported_the_recording_kept_and_a_new_model_goes_on(
         session.inference.watchdog.limit = 1.5
         stuck = session.inference.segmenter
 
-        def frozen_frame(frame):
+        def frozen_frame(frame, stabilizer=None):
             release.wait(60)
             raise RuntimeError("released")
 
@@ -117,3 +117,48 @@ def test_a_frozen_frame_is_reported_the_recording_kept_and_a_new_model_goes_on(
     finally:
         release.set()
         session.shutdown()
+
+
+def test_steady_masks_start_afresh_on_a_new_model_a_jump_a_seek_or_when_turned_back_on(settings, weights):
+    import numpy as np
+
+    from app.services import STEADY_GAP_SECONDS, InferenceService, LatestSlot, RollingStats
+    from app.sources import Frame
+    from engine.runtime import MaskStabilizer
+
+    class CountingStabilizer(MaskStabilizer):
+        resets = 0
+
+        def reset(self) -> None:
+            self.resets += 1
+            super().reset()
+
+    class Model:  # records what the service asks of the segmenter
+        def __init__(self) -> None:
+            self.stabilizers: list = []
+
+        def predict_model_labels(self, image, stabilizer=None):
+            self.stabilizers.append(stabilizer)
+            return np.zeros(image.shape[:2], np.uint8)
+
+    stats = RollingStats()
+    service = InferenceService(LatestSlot(stats), stats, lambda r: None, lambda m: None, lambda m: None)
+    service.stabilizer = stabilizer = CountingStabilizer()
+    image = np.zeros((8, 8, 3), np.uint8)
+    one, two = Model(), Model()
+
+    def show(model, seconds: float, steady: bool = True) -> int:
+        before = stabilizer.resets
+        service._labels(model, Frame(image, seconds, 0), steady)
+        return stabilizer.resets - before
+
+    assert show(one, 0.0) == 1  # nothing before it
+    assert show(one, 0.05) == 0 and show(one, 0.10) == 0  # consecutive frames
+    assert one.stabilizers[-1] is stabilizer
+    assert show(one, 0.10 + STEADY_GAP_SECONDS + 0.5) == 1  # a jump forward
+    assert show(one, 0.2) == 1  # back in time: a seek back, a loop
+    assert show(two, 0.25) == 1  # another model
+    service.forget_past()  # the session: a new source, a seek
+    assert show(two, 0.3) == 1 and show(two, 0.35) == 0
+    assert show(two, 0.4, steady=False) == 0 and two.stabilizers[-1] is None  # off: not used
+    assert show(two, 0.45) == 1  # back on: no stale past
