@@ -6,6 +6,14 @@
 First the model alone (the same Segmenter backend, input size and thread count,
 timed back to back), then the window fed by a fake camera at a webcam's 30 fps
 (latest frame wins), read from the window's own one-second readouts.
+
+`--compare-steady N` instead measures the window N times with steady masks off and N
+times on, interleaved, with a camera faster than the pipeline (so the pipeline, not the
+camera, sets the pace) and reports the medians and their ratio:
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python tools/measure_app_fps.py \
+        --checkpoint weights/rtformer-slim-camvid.safetensors --backend openvino \
+        --precision bf16 --seconds 12 --camera-fps 200 --compare-steady 3
 """
 
 from __future__ import annotations
@@ -28,7 +36,13 @@ def main() -> None:
     parser.add_argument("--camera-fps", type=float, default=30.0, help="a webcam's rate")
     parser.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"))
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
+    parser.add_argument(
+        "--compare-steady", type=int, metavar="N", help="N runs each, steady masks off and on"
+    )
     args = parser.parse_args()
+    if args.compare_steady:
+        print(json.dumps(compare_steady(args), indent=2))
+        return
     model_fps = model_only_fps(args)
     report = {"model_only_fps": model_fps, **window_fps(args)}
     report["display_share_of_model_only"] = report["display_fps"] / model_fps
@@ -52,9 +66,28 @@ def model_only_fps(args: argparse.Namespace) -> float:
     return 1 / statistics.median(times)
 
 
-def window_fps(args: argparse.Namespace) -> dict:
+def compare_steady(args: argparse.Namespace) -> dict:
+    """Display FPS with steady masks off and on, alternating, `args.compare_steady` runs each."""
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(args.compare_steady):
+        for name in ("off", "on"):
+            runs[name].append(window_fps(args, steady=name == "on"))
+    median = {name: statistics.median(run["display_fps"] for run in done) for name, done in runs.items()}
+    postprocess = {
+        name: statistics.median(run["stage_p50_ms"].get("postprocess", 0.0) for run in done)
+        for name, done in runs.items()
+    }
+    return {
+        "display_fps": median,
+        "steady_share_of_off": median["on"] / median["off"],
+        "postprocess_p50_ms": postprocess,
+        "runs": runs,
+    }
+
+
+def window_fps(args: argparse.Namespace, steady: bool = True) -> dict:
     """The window fed by a fake camera: medians of its one-second readouts once 20 results
-    have been shown."""
+    have been shown; steady masks on or off."""
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -66,6 +99,7 @@ def window_fps(args: argparse.Namespace) -> dict:
     settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(settings, {"slim": Path(args.checkpoint), "base": Path(args.checkpoint)})
     window.resize(1280, 760)
+    window.set_steady(steady)
     window.show()
     session = window.session
     wanted = (args.backend, "cpu", args.precision)
@@ -79,7 +113,7 @@ def window_fps(args: argparse.Namespace) -> dict:
         if session.inference.segmenter is not None and session.results_seen > 20:
             stats = session.stats
             samples.append((stats.fps("display"), stats.fps("inferred"), stats.fps("capture")))
-            for stage in ("preprocess", "inference", "render"):
+            for stage in ("preprocess", "inference", "postprocess", "render"):
                 stage_samples.setdefault(stage, []).append(stats.percentiles(stage)[0])
 
     timer = QTimer(interval=1000, timeout=sample)
@@ -94,6 +128,7 @@ def window_fps(args: argparse.Namespace) -> dict:
         "inference_fps": inferred,
         "capture_fps": captured,
         "backend": backend,
+        "steady": steady,
         "input": list(args.size),
         "samples": len(samples),
         "stage_p50_ms": {stage: statistics.median(values) for stage, values in stage_samples.items()},
