@@ -37,15 +37,36 @@ def argmax(logits: np.ndarray) -> np.ndarray:
 
 
 def test_undecided_pixels_keep_their_class_while_clear_ones_change():
+    config = StabilizerConfig(margin=0.75, memory=0.5)
     carried = np.array([[0, 0, 1, NO_PAST]], np.uint8)
     logits = np.array([[[1.0, 2.0, 0.0, 0.0]], [[1.5, 0.0, 3.0, 1.0]], [[0.0, 0.0, 0.0, 0.0]]], np.float32)
     labels = argmax(logits)  # [1, 0, 1, 1]
-    steady = hold_unless_clear(logits, labels, carried, margin=0.75)
-    # pixel 0: class 1 wins by 0.5 < 0.75: keeps 0; pixel 1: same class; pixel 2: class 1
-    # wins by 3 over... it was 1 already; pixel 3: no past: its own label
-    assert steady.tolist() == [[0, 0, 1, 1]]
-    assert hold_unless_clear(logits, labels, carried, margin=0.4).tolist() == [[1, 0, 1, 1]]
-    assert labels.tolist() == [[1, 0, 1, 1]]  # the input is not changed
+    no_doubt = np.zeros((1, 4), np.float32)
+    steady, doubt = hold_unless_clear(logits, labels, carried, no_doubt, config)
+    # pixel 0: class 1 wins by 0.5 < 0.75: keeps 0, with 0.5 of doubt; pixels 1 and 2: the
+    # held class is the best; pixel 3: no past, its own label
+    assert steady.tolist() == [[0, 0, 1, 1]] and doubt.tolist() == [[0.5, 0, 0, 0]]
+    steady, doubt = hold_unless_clear(logits, labels, carried, np.full((1, 4), 0.6, np.float32), config)
+    assert steady.tolist() == [[1, 0, 1, 1]] and doubt.tolist() == [[0, 0, 0, 0]]  # 0.3 + 0.5: changes
+    stricter = StabilizerConfig(margin=0.4)
+    assert hold_unless_clear(logits, labels, carried, no_doubt, stricter)[0].tolist() == [[1, 0, 1, 1]]
+    assert labels.tolist() == [[1, 0, 1, 1]] and not no_doubt.any()  # inputs unchanged
+
+
+def test_weak_evidence_that_lasts_wins_after_a_few_frames_and_evidence_that_comes_and_goes_does_not():
+    frame = texture(13)
+    labels = np.zeros((HEIGHT, WIDTH), np.uint8)
+    lasting, flickering = MaskStabilizer(), MaskStabilizer()
+    for stabilizer in (lasting, flickering):
+        stabilizer(frame, logits_for(labels, 5.0), labels)
+    weak = logits_for(np.ones_like(labels), 0.45)  # class 1, by 0.45 < margin
+    changed_at = None
+    for step in range(1, 7):
+        if changed_at is None and np.all(lasting(frame, weak, argmax(weak)) == 1):
+            changed_at = step
+        shown = weak if step % 2 else logits_for(labels, 0.45)  # class 1 every other frame
+        assert np.all(flickering(frame, shown, argmax(shown)) == 0)
+    assert changed_at == 3  # doubt 0.45, then 0.225 + 0.45 = 0.675, then 0.7875 >= 0.75
 
 
 def test_a_flickering_still_scene_becomes_steady():
@@ -94,8 +115,8 @@ def test_undecided_labels_follow_the_camera():
     for step in range(0, 9):
         shift = 4 * step
         seen = panned(truth, shift)
-        # first frame: clear; later: the other class slightly ahead everywhere (0.4 < margin)
-        logits = logits_for(seen, 5.0) if step == 0 else logits_for(1 - seen, 0.4, rng, 0.05)
+        # first frame: clear; later: a coin toss between the two classes everywhere
+        logits = logits_for(seen, 5.0) if step == 0 else logits_for(seen, 0.0, rng, 0.1)
         steady = stabilizer(panned(scene, shift), logits, argmax(logits))
     # Only what the first frame saw has a past (the right 32 columns came in since).
     inside = steady[8:-8, 8 : WIDTH - 40]
