@@ -15,6 +15,8 @@ import os
 import queue
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -351,6 +353,34 @@ class OpenVinoBackend:
     def infer_both(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         logits, labels = self._run(batch, "logits", "labels")
         return logits, labels
+
+    @contextmanager
+    def lent_outputs(self, batch: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, labels) in the infer request's own buffers, lent for the block: the
+        request goes back to the pool (to be overwritten) when the block ends."""
+        idle = self._requests(batch.shape)
+        request = idle.get()
+        try:
+            request.infer({0: batch})
+            yield (
+                torch.from_numpy(request.get_tensor("logits").data),
+                torch.from_numpy(request.get_tensor("labels").data),
+            )
+        finally:
+            idle.put(request)
+
+
+@contextmanager
+def both_outputs(backend: Backend, batch: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, labels) for `batch` from one run, valid inside the block only: OpenVINO
+    lends its output buffers instead of copying the logits (7.4 MB at 352x480: 0.7 ms a
+    frame, Slim bf16 on 2 cores, 13.4 against 14.1 ms); the others give their own."""
+    lend = getattr(backend, "lent_outputs", None)
+    if lend is None:
+        yield backend.infer_both(batch)
+        return
+    with lend(batch) as outputs:
+        yield outputs
 
 
 # ---------------------------------------------------------------- choosing

@@ -83,7 +83,8 @@ class _Past:
 
 class MaskStabilizer:
     """Steady labels for consecutive frames of one video; one per stream of frames, fed
-    in order. Not thread-safe. `last_ms` is the cost of the latest call and `cuts` counts
+    in order. Not thread-safe. It keeps no reference to the arrays it is given (a backend
+    may lend its own buffers). `last_ms` is the cost of the latest call and `cuts` counts
     the scene changes it found."""
 
     def __init__(self, config: StabilizerConfig | None = None) -> None:
