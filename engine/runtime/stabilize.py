@@ -52,7 +52,7 @@ class StabilizerConfig:
     """margin: summed evidence (logits; a likelihood ratio of e^margin) that replaces a
     held class. memory: the weight of each earlier frame's evidence relative to the next
     (0: the latest frame alone decides). Measured on three clips, both variants
-    (BENCHMARKS.md): margin 0.75 with memory 0.5 removes 46-69% of the flicker and keeps
+    (BENCHMARKS.md): margin 0.75 with memory 0.5 removes 45-68% of the flicker and keeps
     the agreement with the teacher within 0.05 points of per-frame labels; memory 0
     removes 1-3 points more and loses up to 0.13; margin 0.5 keeps agreement too but
     removes only 39% on CamVid footage with Base.
