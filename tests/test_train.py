@@ -143,6 +143,29 @@ def test_frozen_modules_keep_weights_and_batchnorm_statistics_while_the_rest_tra
     assert all(p.requires_grad == (n.split(".")[0] not in frozen) for n, p in run.model.named_parameters())
 
 
+def test_frozen_bn_keeps_every_running_statistic_while_weights_and_bn_scales_train(data_root, tmp_path):
+    start = Trainer(tiny_config(data_root, tmp_path / "start", iters=2, val_split=""))
+    start.run()
+    with pytest.raises(ValueError, match="pretrained_backbone"):
+        Trainer(tiny_config(data_root, tmp_path / "none", frozen_bn=True))
+    run = Trainer(
+        tiny_config(
+            data_root,
+            tmp_path / "frozen-bn",
+            val_split="",
+            frozen_bn=True,
+            pretrained_backbone=str(tmp_path / "start" / "last.safetensors"),
+        )
+    )
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.run()
+    after = run.model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    statistics = {name for name in before if name.endswith(("running_mean", "running_var"))}
+    assert statistics and not changed & statistics  # normalised with, never updated
+    assert {"stem.0.weight", "stem.1.weight", "stem.1.bias"} <= changed  # BN's scale and shift learn
+
+
 def test_freezing_names_the_models_modules_and_needs_weights_to_keep(data_root, tmp_path):
     from safetensors.torch import save_file
 

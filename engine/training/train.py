@@ -136,6 +136,15 @@ def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -
     return count
 
 
+def freeze_bn_statistics(model: torch.nn.Module) -> int:
+    """Every BatchNorm normalises with its running statistics and keeps them as they are,
+    also while the model trains (its affine scale and shift still learn). Returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.register_forward_pre_hook(_run_in_eval_mode)
+    return len(layers)
+
+
 def require_frozen_loaded(model: torch.nn.Module, frozen: tuple[str, ...], copied: list[str], source) -> None:
     """A frozen module must come whole from the weights, not stay partly at its random start."""
     wanted = [n for n in model.state_dict() if n.split(".")[0] in frozen]
@@ -219,9 +228,13 @@ class Trainer:
             config.variant, num_classes=self.classes.num_classes, **config.model_overrides
         )
         model = RTFormer(model_config).to(self.device)
-        if config.freeze and not (config.pretrained_backbone or config.resume):
-            raise ValueError("freeze keeps modules as loaded: give pretrained_backbone (or resume)")
+        if (config.freeze or config.frozen_bn) and not (config.pretrained_backbone or config.resume):
+            raise ValueError(
+                "freeze and frozen_bn keep what was loaded: give pretrained_backbone (or resume)"
+            )
         self.frozen_parameters = freeze_modules(model, config.freeze)
+        if config.frozen_bn:
+            freeze_bn_statistics(model)
         return model
 
     def build_loop(self) -> TrainingLoop:
