@@ -119,49 +119,40 @@ def test_backbone_loading_matches_names_and_shapes(tmp_path):
     assert torch.equal(target.head.conv1.weight, source.head.conv1.weight)  # same shape: copied
 
 
-def test_frozen_modules_keep_weights_and_batchnorm_statistics_while_the_rest_trains(data_root, tmp_path):
+def changed_by_a_fine_tune(data_root, tmp_path, **options) -> tuple[set[str], torch.nn.Module]:
+    """Names of the tensors a short run from trained weights changed, with `options`."""
     start = Trainer(tiny_config(data_root, tmp_path / "start", iters=2, val_split=""))
     start.run()
-    frozen = ("block4", "block5", "dappm", "head", "aux_head")
     run = Trainer(
         tiny_config(
             data_root,
-            tmp_path / "frozen",
+            tmp_path / "fine-tune",
             val_split="",
-            freeze=frozen,
             pretrained_backbone=str(tmp_path / "start" / "last.safetensors"),
+            **options,
         )
     )
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     run.run()
     after = run.model.state_dict()
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    return {name for name in before if not torch.equal(before[name], after[name])}, run.model
+
+
+def test_frozen_modules_keep_weights_and_batchnorm_statistics_while_the_rest_trains(data_root, tmp_path):
+    frozen = ("block4", "block5", "dappm", "head", "aux_head")
+    changed, model = changed_by_a_fine_tune(data_root, tmp_path, freeze=frozen)
     # Every tensor of a frozen module, running statistics included, is as loaded ...
     assert not {name for name in changed if name.split(".")[0] in frozen}
     # ... while the stem's weights and its BN statistics trained.
     assert {"stem.0.weight", "stem.1.running_mean"} <= changed
-    assert all(p.requires_grad == (n.split(".")[0] not in frozen) for n, p in run.model.named_parameters())
+    assert all(p.requires_grad == (n.split(".")[0] not in frozen) for n, p in model.named_parameters())
 
 
 def test_frozen_bn_keeps_every_running_statistic_while_weights_and_bn_scales_train(data_root, tmp_path):
-    start = Trainer(tiny_config(data_root, tmp_path / "start", iters=2, val_split=""))
-    start.run()
     with pytest.raises(ValueError, match="pretrained_backbone"):
         Trainer(tiny_config(data_root, tmp_path / "none", frozen_bn=True))
-    run = Trainer(
-        tiny_config(
-            data_root,
-            tmp_path / "frozen-bn",
-            val_split="",
-            frozen_bn=True,
-            pretrained_backbone=str(tmp_path / "start" / "last.safetensors"),
-        )
-    )
-    before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    run.run()
-    after = run.model.state_dict()
-    changed = {name for name in before if not torch.equal(before[name], after[name])}
-    statistics = {name for name in before if name.endswith(("running_mean", "running_var"))}
+    changed, model = changed_by_a_fine_tune(data_root, tmp_path, frozen_bn=True)
+    statistics = {name for name in model.state_dict() if name.endswith(("running_mean", "running_var"))}
     assert statistics and not changed & statistics  # normalised with, never updated
     assert {"stem.0.weight", "stem.1.weight", "stem.1.bias"} <= changed  # BN's scale and shift learn
 

@@ -5,13 +5,11 @@ flicker, agreement with the Cityscapes teacher at 1024x512, and the stabilizer's
         ../shared/teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \\
         --clip demo-drive=../shared/data/udacity-hmb-clip/hmb-first-30s-20fps.mp4 \\
         --clip dashcam=../shared/data/dashcam-probe/vd-test_video.mp4 \\
-        --clip camvid-0016E5=/tmp/camvid-0016E5-15fps.mp4 \\
-        --camvid-video ../shared/data/CamVid:/tmp/camvid-0016E5-15fps.mp4 \\
-        -o docs/steady-masks.json
+        --clip camvid-0016E5=/tmp/camvid-0016E5-15fps.mp4 -o docs/steady-masks.json
 
-`--camvid-video ROOT:OUT` first writes CamVid's val sequence 0016E5 (101 frames labelled
-at 15 Hz, the only CamVid stretch that is video-like) as an H.264 clip at 15 fps.
-Prints a Markdown table (BENCHMARKS.md, "Steady masks").
+The CamVid clip is val sequence 0016E5 (101 frames labelled at 15 Hz, the only CamVid
+stretch that is video-like), made by tools/make_demo_video.py (its docstring has the
+command). Prints a Markdown table (BENCHMARKS.md, "Steady masks").
 """
 
 from __future__ import annotations
@@ -20,20 +18,6 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
-
-import cv2
-
-
-def write_camvid_clip(root: Path, output: Path, sequence: str = "0016E5", fps: int = 15) -> Path:
-    from engine.media import VideoWriter
-
-    frames = sorted((root / "val").glob(f"{sequence}_*.png"))
-    if not frames:
-        raise SystemExit(f"no {sequence} frames in {root / 'val'}")
-    with VideoWriter(output, fps=fps, crf=18) as writer:
-        for path in frames:
-            writer.write(cv2.imread(str(path)))
-    return output
 
 
 def main() -> None:
@@ -44,13 +28,8 @@ def main() -> None:
     parser.add_argument("--teacher-every", type=int, default=4)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--camvid-video", metavar="ROOT:OUT")
     parser.add_argument("-o", "--output")
     args = parser.parse_args()
-    if args.camvid_video:
-        root, out = args.camvid_video.split(":", 1)
-        write_camvid_clip(Path(root), Path(out))
-
     from engine.resources import shipped_weights
     from engine.runtime import Segmenter
     from engine.training.flicker import measure_video

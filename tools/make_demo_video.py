@@ -3,7 +3,12 @@
     .venv/bin/python tools/make_demo_video.py ../shared/data/CamVid assets/demo-camvid-seq05vd.mp4
 
 CamVid's test set samples Seq05VD at 1 frame per second; played back at 5 fps
-the 171 frames make a 34-second drive. H.264 through PyAV, a few MB.
+the 171 frames make a 34-second drive. H.264 through PyAV, a few MB. The one CamVid
+stretch labelled at video rate, val sequence 0016E5 (15 Hz), makes the steady-mask
+benchmark's CamVid clip (BENCHMARKS.md):
+
+    .venv/bin/python tools/make_demo_video.py ../shared/data/CamVid /tmp/camvid-0016E5-15fps.mp4 \
+        --split val --sequence 0016E5 --fps 15 --crf 18
 CamVid is CC BY-NC 4.0: so is this video (see weights/README.md).
 """
 
@@ -17,11 +22,16 @@ import cv2
 
 
 def make_demo_video(
-    camvid_root: Path, output: Path, sequence: str = "Seq05VD", fps: int = 5, crf: int = 26
+    camvid_root: Path,
+    output: Path,
+    sequence: str = "Seq05VD",
+    fps: int = 5,
+    crf: int = 26,
+    split: str = "test",
 ) -> int:
-    frames = sorted((camvid_root / "test").glob(f"{sequence}_*.png"))
+    frames = sorted((camvid_root / split).glob(f"{sequence}_*.png"))
     if not frames:
-        raise SystemExit(f"no {sequence} frames in {camvid_root / 'test'}")
+        raise SystemExit(f"no {sequence} frames in {camvid_root / split}")
     output.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(output), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -42,8 +52,10 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     parser.add_argument("--fps", type=int, default=5)
     parser.add_argument("--crf", type=int, default=26)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--sequence", default="Seq05VD")
     args = parser.parse_args()
-    count = make_demo_video(args.camvid_root, args.output, fps=args.fps, crf=args.crf)
+    count = make_demo_video(args.camvid_root, args.output, args.sequence, args.fps, args.crf, args.split)
     size = args.output.stat().st_size / 1e6
     print(f"wrote {args.output}: {count} frames at {args.fps} fps, {size:.1f} MB")
 

@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "--no-stabilize",
         action="store_true",
-        help="videos: each frame's own labels, without the steady masks (which cut flicker 45-68%%)",
+        help="videos: each frame's own labels, without the steady masks (which cut flicker 44-68%%)",
     )
     segment.set_defaults(run=cmd_segment)
 

@@ -1,8 +1,9 @@
 """Running a checkpoint on frames: the public API the app and the commands use.
 
 Inside, each module imports only those before it: `errors`, `cpu`, `preprocess`,
-`postprocess`, `stabilize` (steady masks on video), `export` and `quantize` (how graphs are made), `artifacts` (the one
-owner of ONNX models, INT8 models and the OpenVINO cache: names, building, repair),
+`postprocess`, `stabilize` (steady masks on video), `export` and `quantize` (how
+graphs are made), `artifacts` (the one owner of ONNX models, INT8 models and the
+OpenVINO cache: names, building, repair),
 `graphs` (CUDA graphs for PyTorch on CUDA), `backends` (PyTorch, ONNX Runtime,
 OpenVINO: they only open artefacts),
 `availability` (which backends this machine runs and the measured auto choice),

@@ -336,13 +336,8 @@ class OpenVinoBackend:
         return compiled
 
     def _run(self, batch: np.ndarray, *outputs: str) -> list[torch.Tensor]:
-        idle = self._requests(batch.shape)
-        request = idle.get()
-        try:
-            request.infer({0: batch})
-            return [torch.from_numpy(request.get_tensor(output).data.copy()) for output in outputs]
-        finally:
-            idle.put(request)
+        with self.lent_outputs(batch, *outputs) as lent:
+            return [tensor.clone() for tensor in lent]
 
     def infer_logits(self, batch: np.ndarray) -> torch.Tensor:
         return self._run(batch, "logits")[0]
@@ -355,17 +350,14 @@ class OpenVinoBackend:
         return logits, labels
 
     @contextmanager
-    def lent_outputs(self, batch: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(logits, labels) in the infer request's own buffers, lent for the block: the
+    def lent_outputs(self, batch: np.ndarray, *outputs: str) -> Iterator[list[torch.Tensor]]:
+        """The named outputs in the infer request's own buffers, lent for the block: the
         request goes back to the pool (to be overwritten) when the block ends."""
         idle = self._requests(batch.shape)
         request = idle.get()
         try:
             request.infer({0: batch})
-            yield (
-                torch.from_numpy(request.get_tensor("logits").data),
-                torch.from_numpy(request.get_tensor("labels").data),
-            )
+            yield [torch.from_numpy(request.get_tensor(output).data) for output in outputs]
         finally:
             idle.put(request)
 
@@ -379,8 +371,8 @@ def both_outputs(backend: Backend, batch: np.ndarray) -> Iterator[tuple[torch.Te
     if lend is None:
         yield backend.infer_both(batch)
         return
-    with lend(batch) as outputs:
-        yield outputs
+    with lend(batch, "logits", "labels") as (logits, labels):
+        yield logits, labels
 
 
 # ---------------------------------------------------------------- choosing

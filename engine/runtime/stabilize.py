@@ -9,10 +9,10 @@ against them is strong enough. The evidence a frame gives against a held class i
 far its logit falls short of the best one (the log of how many times likelier the new
 frame finds its favourite); it adds up over consecutive frames that disagree, each
 earlier frame counting `memory` times as much as the next, and the pixel takes the new
-frame's class once the sum reaches `margin`. So a clear change (a car driving into view, the road reappearing
-behind it) passes at once, nothing trails and no frame of delay is added; a weak but
-steady change passes after a few frames; only evidence that comes and goes, the
-flicker, is held back.
+frame's class once the sum reaches `margin`. So a clear change (a car driving into
+view, the road reappearing behind it) passes at once, nothing trails and no frame of
+delay is added; a weak but steady change passes after a few frames; only evidence that
+comes and goes, the flicker, is held back.
 
 Per frame, at the model's input size (h, w):
 1. motion: DIS optical flow (OpenCV, ultrafast preset) from the new frame back to the
@@ -52,7 +52,7 @@ class StabilizerConfig:
     """margin: summed evidence (logits; a likelihood ratio of e^margin) that replaces a
     held class. memory: the weight of each earlier frame's evidence relative to the next
     (0: the latest frame alone decides). Measured on three clips, both variants
-    (BENCHMARKS.md): margin 0.75 with memory 0.5 removes 45-68% of the flicker and keeps
+    (BENCHMARKS.md): margin 0.75 with memory 0.5 removes 44-68% of the flicker and keeps
     the agreement with the teacher within 0.05 points of per-frame labels; memory 0
     removes 1-3 points more and loses up to 0.13; margin 0.5 keeps agreement too but
     removes only 39% on CamVid footage with Base.

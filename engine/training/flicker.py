@@ -17,9 +17,9 @@ steady labels must agree with it no less than per-frame ones).
 
 from __future__ import annotations
 
+import itertools
 import json
-import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -178,7 +178,7 @@ def measure_video(
     own, steady = FlickerMeter(classes), FlickerMeter(classes)
     stabilizer = MaskStabilizer() if stabilize else None
     costs: list[float] = []
-    frames = _first(read_frames(video), limit)
+    frames = itertools.islice(read_frames(video), limit)
     for index, (frame, _) in enumerate(tqdm(frames, desc="flicker", unit="frame", disable=not progress)):
         judged = reference(frame) if reference is not None and index % reference_every == 0 else None
         if stabilizer is None:
@@ -219,18 +219,7 @@ def measure_label_folder(video: str | Path, folder: str | Path, class_names: Seq
     return meter.report(class_names)
 
 
-def _first(items: Iterable, limit: int | None) -> Iterable:
-    for index, item in enumerate(items):
-        if limit is not None and index >= limit:
-            return
-        yield item
-
-
 def _cost(milliseconds: list[float]) -> dict[str, float]:
     if not milliseconds:
         return {}
-    ordered = sorted(milliseconds)
-    return {
-        "median": statistics.median(ordered),
-        "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
-    }
+    return {"median": float(np.median(milliseconds)), "p95": float(np.percentile(milliseconds, 95))}
