@@ -305,3 +305,53 @@ def test_two_gloo_processes_distill_in_sync(camvid_root, unlabelled_root, teache
     rank0 = torch.load(output / "params-rank0.pt", weights_only=True)
     assert torch.equal(rank0, torch.load(output / "params-rank1.pt", weights_only=True))
     assert len(list((tmp_path / "cache").glob("*/*.npy"))) == 4 + 3  # computed once, by rank 0
+
+
+def test_a_committee_teaches_each_footage_with_its_own_members(
+    camvid_root, unlabelled_root, teacher_file, tmp_path
+):
+    """Labelled CamVid frames get the "camvid-trained" members (CGNet silent), unlabelled
+    frames the "other" ones; the targets are cached per committee and training runs on them."""
+    from engine.training.cgnet import CGNet, CGNetTeacher
+    from engine.training.committee import CommitteeSpec, load_camvid_teacher
+    from engine.training.data import CombinedDataset, normalize, open_dataset
+    from engine.training.distill import TeacherTargets
+
+    torch.manual_seed(3)
+    cgnet_path = tmp_path / "cgnet.pth"
+    torch.save({"epoch": 1, "model": CGNet().state_dict()}, cgnet_path)
+    ones = [1.0] * 11
+    spec = CommitteeSpec(
+        {"espnetv2": str(teacher_file), "cgnet": str(cgnet_path)},
+        {"camvid-trained": {"espnetv2": ones, "cgnet": [0.0] * 11}, "other": {"cgnet": ones}},
+    )
+    spec.to_file(tmp_path / "committee.json")
+    labelled = open_dataset("camvid", camvid_root, "train")
+    dataset = CombinedDataset([labelled, unlabelled_folder(unlabelled_root, CAMVID, (64, 64))])
+    targets = TeacherTargets(dataset, tmp_path / "committee.json", tmp_path / "cache", fit_size=(64, 64))
+    assert targets.compute(progress=False) == len(dataset)
+    with torch.inference_mode():
+        for index, teacher in (
+            (0, load_camvid_teacher(teacher_file)),
+            (len(labelled), CGNetTeacher(CGNet())),
+        ):
+            if index == len(labelled):
+                teacher.network.load_state_dict(torch.load(cgnet_path, weights_only=True)["model"])
+                teacher.eval()
+            image, _ = dataset.load(index)
+            expected = teacher.probabilities(normalize(image)[None])[0].permute(1, 2, 0).numpy()
+            expected /= expected.sum(axis=2, keepdims=True)  # the committee renormalises
+            cached = np.load(targets.path(index)).astype(np.float32) / 255
+            assert np.abs(cached - expected).max() < 0.01
+    spec.weights["other"]["cgnet"] = [0.5] * 11  # new weights: a new cache
+    spec.to_file(tmp_path / "committee.json")
+    assert TeacherTargets(
+        dataset, tmp_path / "committee.json", tmp_path / "cache", fit_size=(64, 64)
+    ).missing()
+
+    config = distill_config(camvid_root, tmp_path / "run", tmp_path / "committee.json", iters=2)
+    config = config.replace(unlabelled=(str(unlabelled_root),), teacher_cache=str(tmp_path / "cache2"))
+    Trainer(config).run()
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+    with pytest.raises(ValueError, match="cached"):
+        Trainer(config.replace(teacher_targets="online", output=str(tmp_path / "online")))

@@ -157,6 +157,41 @@ def test_frozen_bn_keeps_every_running_statistic_while_weights_and_bn_scales_tra
     assert {"stem.0.weight", "stem.1.weight", "stem.1.bias"} <= changed  # BN's scale and shift learn
 
 
+def test_sgd_steps_follow_the_gradient_and_unknown_optimizers_are_refused(data_root, tmp_path):
+    trainer = Trainer(
+        tiny_config(data_root, tmp_path / "sgd", optimizer="sgd", momentum=0.0, weight_decay=0.0)
+    )
+    assert isinstance(trainer.loop.optimizer, torch.optim.SGD)
+    # One plain SGD step moves each weight by lr x its gradient (Adam would move all alike).
+    weight = trainer.model.stem[0].weight
+    before = weight.detach().clone()
+    trainer.loop.set_learning_rate(0.1)
+    trainer.train_step(iter(trainer.make_loader()))
+    gradient = weight.grad
+    assert torch.allclose(before - weight.detach(), 0.1 * gradient, atol=1e-7)
+    with pytest.raises(ValueError, match="optimizer must be"):
+        Trainer(tiny_config(data_root, tmp_path / "lion", optimizer="lion"))
+
+
+def test_ema_weights_are_validated_saved_and_resumed(data_root, tmp_path):
+    config = tiny_config(data_root, tmp_path / "ema", ema_decay=0.9, eval_interval=0)
+    straight = Trainer(config)
+    start = {k: v.clone() for k, v in straight.model.state_dict().items()}
+    straight.run()
+    live, kept = straight.model.state_dict(), straight.kept_model.state_dict()
+    name = "stem.0.weight"
+    # The average lags the live weights: between where training started and where it is.
+    assert not torch.equal(kept[name], live[name]) and not torch.equal(kept[name], start[name])
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(tmp_path / "ema" / "last.safetensors"))[name], kept[name])
+    interrupted = Trainer(config.replace(output=str(tmp_path / "ema-resumed")))
+    interrupted.run(until=3)
+    resumed = Trainer(config.replace(output=str(tmp_path / "ema-resumed"), resume=True))
+    resumed.run()
+    assert torch.equal(resumed.kept_model.state_dict()[name], kept[name])
+
+
 def test_freezing_names_the_models_modules_and_needs_weights_to_keep(data_root, tmp_path):
     from safetensors.torch import save_file
 

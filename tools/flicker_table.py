@@ -33,9 +33,9 @@ def main() -> None:
     from engine.resources import shipped_weights
     from engine.runtime import Segmenter
     from engine.training.flicker import measure_video
-    from engine.training.probe import OWN_SIZE, TeacherReference
+    from engine.training.probe import TeacherReference
 
-    reference = TeacherReference(args.teacher, own_size=OWN_SIZE) if args.teacher else None
+    reference = TeacherReference(args.teacher) if args.teacher else None
     results = []
     for variant in args.variants:
         segmenter = Segmenter(shipped_weights()[variant], args.backend, "cpu", args.precision)

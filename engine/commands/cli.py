@@ -112,13 +112,21 @@ def print_report(report, output: str | None) -> None:
 
 
 def cmd_eval_teacher(args: argparse.Namespace) -> None:
+    import torch
+
+    from engine.training.committee import Committee, CommitteeSpec, load_camvid_teacher
     from engine.training.data import open_dataset
-    from engine.training.espnetv2 import CamVidTeacher, load_espnetv2
     from engine.training.evaluate import evaluate
 
+    if bool(args.weights) == bool(args.committee):
+        raise ValueError("give a teacher's weights or --committee FILE (one of them)")
     dataset = open_dataset("camvid", args.data_root, args.split)
-    teacher = CamVidTeacher(load_espnetv2(args.weights), scale=args.scale)
-    report = evaluate(teacher, dataset)
+    if args.committee:
+        teacher = Committee(CommitteeSpec.from_file(args.committee), footage=args.footage)
+    else:
+        teacher = load_camvid_teacher(args.weights, args.kind)
+    with torch.inference_mode():
+        report = evaluate(teacher, dataset)
     print_report(report, args.output)
 
 
@@ -194,12 +202,12 @@ def cmd_flicker(args: argparse.Namespace) -> None:
             )
         return
     from engine.runtime.segmenter import Segmenter
-    from engine.training.probe import OWN_SIZE, TeacherReference
+    from engine.training.probe import TeacherReference
 
     segmenter = Segmenter(
         args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
     )
-    reference = TeacherReference(args.teacher, own_size=OWN_SIZE) if args.teacher else None
+    reference = TeacherReference(args.teacher) if args.teacher else None
     result = measure_video(
         segmenter, args.video, reference, args.teacher_every, not args.no_stabilize, args.frames
     )
@@ -293,6 +301,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.training.committee import FOOTAGE_KINDS, TEACHER_KINDS
     from engine.training.config import TrainConfig
     from engine.training.pretrain import PretrainConfig
 
@@ -351,12 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(run=cmd_eval)
 
     teacher = commands.add_parser(
-        "eval-teacher", help="evaluate the ESPNetv2 Cityscapes teacher on CamVid (classes merged)"
+        "eval-teacher",
+        help="evaluate a teacher (ESPNetv2, CGNet, EdgeTPU-DeepLab) or the committee on CamVid",
     )
-    teacher.add_argument("weights", help="espnetv2_s_2.0_city_1024x512.pth (a plain state dict)")
+    teacher.add_argument(
+        "weights", nargs="?", help="a teacher's file: ESPNetv2 or CGNet .pth, EdgeTPU-DeepLab .tflite"
+    )
+    teacher.add_argument("--kind", choices=TEACHER_KINDS, help="the teacher's kind (default: from the file)")
+    teacher.add_argument(
+        "--committee", help="a committee JSON (configs/committee.json) instead of one teacher"
+    )
+    teacher.add_argument(
+        "--footage", default="camvid", choices=FOOTAGE_KINDS, help="the committee's weights for"
+    )
     teacher.add_argument("--data-root", required=True)
     teacher.add_argument("--split", default="test")
-    teacher.add_argument("--scale", type=float, default=2.0, help="input resize (sides to multiples of 32)")
     teacher.add_argument("-o", "--output", help="write the report as JSON")
     teacher.set_defaults(run=cmd_eval_teacher)
 

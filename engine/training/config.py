@@ -31,6 +31,10 @@ class TrainConfig:
     warmup_start_lr: float = 1e-6
     weight_decay: float = 0.0125
     betas: tuple[float, float] = (0.9, 0.999)
+    optimizer: str = "adamw"  # "adamw" (official) or "sgd" (with `momentum`, for fine-tunes)
+    momentum: float = 0.9  # SGD only
+    # An exponential moving average of the weights (0 = off): what is validated and saved.
+    ema_decay: float = 0.0
     aux_weight: float = 0.4
     lr_multiplier: float = 10.0  # on DAPPM and the heads
     workers: int = 2
@@ -66,7 +70,9 @@ class TrainConfig:
     noise_prob: float = 0.0
     jpeg_prob: float = 0.0
     # Distillation (engine.training.distill): a teacher file enables it.
-    teacher: str = ""  # ESPNetv2 Cityscapes weights, merged to CamVid's classes
+    # ESPNetv2 Cityscapes weights (merged to CamVid's classes), or a committee JSON of
+    # teachers (engine.training.committee, configs/committee.json; cached targets only).
+    teacher: str = ""
     teacher_scale: float = 2.0  # the teacher's input: the image resized by this
     teacher_targets: str = "cached"  # "cached" (computed once per image) or "online" (every crop)
     teacher_cache: str = "runs/teacher-cache"

@@ -411,7 +411,7 @@ class TrainTransform:
 
 
 def resize_channels(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W, K) uint8 resized bilinearly to (width, height) = `size`, in groups of 4
+    """(H, W, K) uint8 or float32 resized bilinearly to (width, height) = `size`, in groups of 4
     channels (what cv2 resizes for any K)."""
     parts = [
         cv2.resize(array[..., k : k + 4], size, interpolation=cv2.INTER_LINEAR)

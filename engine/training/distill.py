@@ -17,7 +17,7 @@ the very tensor the student sees instead (for a GPU).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +32,12 @@ from engine.training.espnetv2 import CamVidTeacher, load_espnetv2
 MIN_TARGET_MASS = 32
 
 
-def load_teacher(path: str | Path, scale: float = 2.0) -> CamVidTeacher:
-    """The teacher in eval mode. Building it draws initial weights: the global RNG is
-    left as it was, so whether a cache had to be filled never changes the training run."""
+def load_teacher(path: str | Path, scale: float = 2.0, size: tuple[int, int] | None = None) -> CamVidTeacher:
+    """The teacher in eval mode (input resized by `scale`, or squashed to `size`). Building
+    it draws initial weights: the global RNG is left as it was, so whether a cache had to
+    be filled never changes the training run."""
     with torch.random.fork_rng(devices=[]):
-        return CamVidTeacher(load_espnetv2(path), scale=scale).eval()
+        return CamVidTeacher(load_espnetv2(path), scale=scale, size=size).eval()
 
 
 def distillation_loss(
@@ -94,8 +95,11 @@ class TeacherTargets:
     ) -> None:
         self.dataset = dataset
         self.teacher_path, self.scale = Path(teacher_path), scale
-        # fit_size: what unlabelled images were scaled to fit (part of what the teacher saw)
+        # fit_size: what unlabelled images were scaled to fit (part of what the teacher saw).
+        # A committee's key holds its file's text: new weights, new targets.
         teacher_id = f"{self.teacher_path.resolve()}:{self.teacher_path.stat().st_size}:{scale}:{fit_size}"
+        if is_committee(self.teacher_path):
+            teacher_id += ":" + self.teacher_path.read_text()
         self.folder = Path(cache_dir) / hashlib.sha1(teacher_id.encode()).hexdigest()[:12]
 
     def path(self, index: int) -> Path:
@@ -113,13 +117,28 @@ class TeacherTargets:
         if not indices:
             return 0
         self.folder.mkdir(parents=True, exist_ok=True)
-        teacher = load_teacher(self.teacher_path, self.scale)
+        answer = self.teacher_answers()
         for index in tqdm(indices, desc="teacher targets", disable=not progress, dynamic_ncols=True):
             image, _ = self.dataset.load(index)
-            probabilities = teacher.probabilities(normalize(image)[None])[0]
+            probabilities = answer(normalize(image)[None], self.footage(index))[0]
             target = (probabilities.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
             save_array(np.ascontiguousarray(target.numpy()), self.path(index))
         return len(indices)
+
+    def teacher_answers(self) -> Callable[[torch.Tensor, str], torch.Tensor]:
+        """(normalised image, footage) -> CamVid probabilities, from the ESPNetv2 teacher
+        or a committee (whose members' weights depend on the footage)."""
+        if is_committee(self.teacher_path):
+            from engine.training.committee import Committee, CommitteeSpec
+
+            committee = Committee(CommitteeSpec.from_file(self.teacher_path))
+            return committee.probabilities
+        teacher = load_teacher(self.teacher_path, self.scale)
+        return lambda image, _footage: teacher.probabilities(image)
+
+    def footage(self, index: int) -> str:
+        """CamVid's labelled frames are what CGNet trained on; unlabelled folders are other footage."""
+        return "other" if self.dataset.samples[index].label is None else "camvid-trained"
 
     def compute_in_child(self, progress: bool = True) -> None:
         """`compute` in a spawned process. The teacher's inference starts OpenMP's thread
@@ -137,6 +156,11 @@ class TeacherTargets:
         if target.shape[:2] != tuple(size):
             target = resize_channels(target, (size[1], size[0]))
         return target
+
+
+def is_committee(path: str | Path) -> bool:
+    """A committee JSON (engine.training.committee) rather than one teacher's weights."""
+    return Path(path).suffix == ".json"
 
 
 def _compute_targets(targets: TeacherTargets, progress: bool) -> None:

@@ -29,11 +29,11 @@ from tqdm import tqdm
 from engine.media import list_images
 from engine.training.data import fit_within, normalize
 from engine.training.distill import load_teacher
+from engine.training.espnetv2 import OWN_SIZE
 from engine.training.evaluate import EvalReport, update_confusion
 
 KEY_CLASSES = ("Sky", "Road", "Tree", "Car")
 REFERENCE_FIT = (360, 480)  # what the teacher's training targets were computed on
-OWN_SIZE = (512, 1024)  # (H, W) the teacher was trained at
 
 
 @dataclass
@@ -78,19 +78,19 @@ def list_frames(folder: str | Path) -> list[Path]:
 class TeacherReference:
     """frame (BGR uint8) -> reference labels at the frame's size (255 = no answer).
 
-    By default the frame is fitted into `fit_size` and resized by `scale`, as the
-    distillation targets were made; `own_size` (H, W) instead squashes it to that size
-    with scale 1, e.g. OWN_SIZE, where the teacher scores best (60.2 against 54.0 on
-    CamVid test, its README)."""
+    By default the frame is squashed to `own_size` (H, W), OWN_SIZE, where the teacher
+    scores best (60.2 against 54.0 on CamVid test, its README). With `own_size` None it
+    is fitted into `fit_size` and resized by `scale`, as the first distillation targets
+    were made."""
 
     def __init__(
         self,
         teacher_path: str | Path,
         scale: float = 2.0,
         fit_size=REFERENCE_FIT,
-        own_size: tuple[int, int] | None = None,
+        own_size: tuple[int, int] | None = OWN_SIZE,
     ) -> None:
-        self.teacher = load_teacher(teacher_path, 1.0 if own_size else scale)
+        self.teacher = load_teacher(teacher_path, scale, own_size)
         self.fit_size, self.own_size = fit_size, own_size
         at = f" at {own_size[1]}x{own_size[0]}" if own_size else ""
         self.name = f"ESPNetv2 Cityscapes teacher ({Path(teacher_path).name}){at}"
@@ -98,9 +98,7 @@ class TeacherReference:
     @torch.inference_mode()
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        if self.own_size:
-            image = cv2.resize(image, self.own_size[::-1], interpolation=cv2.INTER_LINEAR)
-        else:
+        if not self.own_size:
             image = fit_within(image, self.fit_size)
         labels = self.teacher.labels(normalize(image)[None])[0].numpy()
         return cv2.resize(labels, frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)

@@ -48,7 +48,13 @@ from engine.training.data import (
     open_dataset,
     unlabelled_folder,
 )
-from engine.training.distill import TeacherTargets, class_weight_vector, distillation_loss, load_teacher
+from engine.training.distill import (
+    TeacherTargets,
+    class_weight_vector,
+    distillation_loss,
+    is_committee,
+    load_teacher,
+)
 from engine.training.evaluate import evaluate
 from engine.training.loop import LOG_FILE, TrainingLoop, distributed_setup, pick_device, read_log
 
@@ -115,6 +121,28 @@ def recalibrate_batchnorm(
         for module, rate in drop_paths:
             module.rate = rate
         model.train(was_training)
+
+
+def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """AdamW (the official recipe) or SGD with momentum, over the model's parameter groups."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {config.optimizer!r}")
+
+
+def make_ema(model: RTFormer, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of the weights (and buffers), or None when decay is 0.
+    Why: a fine-tune of trained weights on a CPU's small batches wanders with its noise;
+    the average keeps what the steps agree on."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -> int:
@@ -192,6 +220,7 @@ class Trainer:
             copied = load_backbone(self.model, config.pretrained_backbone)
             self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
             require_frozen_loaded(self.model, config.freeze, copied, config.pretrained_backbone)
+        self.ema = make_ema(self.model, config.ema_decay)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # crops have one size: autotune once, then reuse
         self.step = 0
@@ -238,14 +267,9 @@ class Trainer:
         return model
 
     def build_loop(self) -> TrainingLoop:
-        """AdamW with the official lr multiplier on DAPPM and the heads, in the shared loop."""
+        """The optimizer with the official lr multiplier on DAPPM and the heads, in the shared loop."""
         config = self.config
-        optimizer = torch.optim.AdamW(
-            self.model.parameter_groups(config.lr_multiplier),
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
-        )
+        optimizer = make_optimizer(config, self.model.parameter_groups(config.lr_multiplier))
         return TrainingLoop(
             self.model,
             optimizer,
@@ -277,6 +301,8 @@ class Trainer:
         if self.classes.names != CAMVID.names:
             raise ValueError("the ESPNetv2 teacher speaks CamVid's 11 classes; the training data has others")
         self.class_weights = class_weight_vector(self.classes.names, config.distill_class_weights)
+        if config.teacher_targets == "online" and is_committee(config.teacher):
+            raise ValueError("a committee's targets are cached (--teacher-targets cached)")
         if config.teacher_targets == "online":
             self.teacher = load_teacher(config.teacher, config.teacher_scale).to(self.device)
         elif config.teacher_targets == "cached":
@@ -382,6 +408,8 @@ class Trainer:
                 self.loop.backward(loss, self.config.grad_accum)
             total += loss.item() / self.config.grad_accum
         self.loop.optimizer_step(total, self.step)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return total
 
     def distill(self, outputs, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -418,7 +446,7 @@ class Trainer:
 
     def validate(self) -> None:
         if self.is_main:
-            report = evaluate(self.model, self.val_set, self.device, progress=False)
+            report = evaluate(self.kept_model, self.val_set, self.device, progress=False)
             self.log(
                 {"step": self.step, "val_miou": report.miou, "val_pixel_accuracy": report.pixel_accuracy}
             )
@@ -441,7 +469,12 @@ class Trainer:
             metrics={"step": self.step, **(metrics or {})},
             extra={"training_command": training_command(), "train_config": dataclasses.asdict(self.config)},
         )
-        save_checkpoint(self.output / name, self.model, info)
+        save_checkpoint(self.output / name, self.kept_model, info)
+
+    @property
+    def kept_model(self) -> RTFormer:
+        """What is validated and saved: the weights' moving average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
     def save_state(self) -> None:
         self.loop.save_state(
@@ -450,6 +483,7 @@ class Trainer:
             best_miou=self.best_miou,
             torch_rng=torch.get_rng_state(),
             config=json.dumps(dataclasses.asdict(self.config)),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         )
 
     def load_state(self) -> None:
@@ -458,6 +492,8 @@ class Trainer:
             self.say(f"nothing to resume in {self.output}; starting from step 0")
             return
         self.step, self.best_miou = state["step"], state["best_miou"]
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         if self.config.budget_minutes and self.step >= BUDGET_PROBE[1]:
             self.config = self.config.replace(iters=state["iters"])  # the schedule already fitted
         torch.set_rng_state(state["torch_rng"])
