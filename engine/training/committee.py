@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from engine.training.cgnet import CGNetTeacher, load_cgnet
-from engine.training.distill import load_teacher
-from engine.training.espnetv2 import OWN_SIZE
+from engine.training.espnetv2 import OWN_SIZE, load_teacher
 
 TEACHER_KINDS = ("espnetv2", "cgnet", "deeplab")
 FOOTAGE_KINDS = ("camvid", "camvid-trained", "other")

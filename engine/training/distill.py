@@ -25,19 +25,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine.training.committee import Committee, CommitteeSpec
 from engine.training.data import CombinedDataset, SegmentationDataset, normalize, resize_channels
-from engine.training.espnetv2 import CamVidTeacher, load_espnetv2
+from engine.training.espnetv2 import load_teacher
 
 # A cached target whose probabilities sum below this (of 255) is padding: no teacher there.
 MIN_TARGET_MASS = 32
-
-
-def load_teacher(path: str | Path, scale: float = 2.0, size: tuple[int, int] | None = None) -> CamVidTeacher:
-    """The teacher in eval mode (input resized by `scale`, or squashed to `size`). Building
-    it draws initial weights: the global RNG is left as it was, so whether a cache had to
-    be filled never changes the training run."""
-    with torch.random.fork_rng(devices=[]):
-        return CamVidTeacher(load_espnetv2(path), scale=scale, size=size).eval()
 
 
 def distillation_loss(
@@ -129,8 +122,6 @@ class TeacherTargets:
         """(normalised image, footage) -> CamVid probabilities, from the ESPNetv2 teacher
         or a committee (whose members' weights depend on the footage)."""
         if is_committee(self.teacher_path):
-            from engine.training.committee import Committee, CommitteeSpec
-
             committee = Committee(CommitteeSpec.from_file(self.teacher_path))
             return committee.probabilities
         teacher = load_teacher(self.teacher_path, self.scale)

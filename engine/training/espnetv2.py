@@ -350,3 +350,11 @@ class CamVidTeacher(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.probabilities(image).clamp_min(1e-8).log()
+
+
+def load_teacher(path: str | Path, scale: float = 2.0, size: tuple[int, int] | None = None) -> CamVidTeacher:
+    """The teacher in eval mode (input resized by `scale`, or squashed to `size`). Building
+    it draws initial weights: the global RNG is left as it was, so whether a cache had to
+    be filled never changes the training run."""
+    with torch.random.fork_rng(devices=[]):
+        return CamVidTeacher(load_espnetv2(path), scale=scale, size=size).eval()

@@ -28,8 +28,7 @@ from tqdm import tqdm
 
 from engine.media import list_images
 from engine.training.data import fit_within, normalize
-from engine.training.distill import load_teacher
-from engine.training.espnetv2 import OWN_SIZE
+from engine.training.espnetv2 import OWN_SIZE, load_teacher
 from engine.training.evaluate import EvalReport, update_confusion
 
 KEY_CLASSES = ("Sky", "Road", "Tree", "Car")

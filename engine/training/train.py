@@ -18,6 +18,7 @@ writes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shlex
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -53,8 +55,8 @@ from engine.training.distill import (
     class_weight_vector,
     distillation_loss,
     is_committee,
-    load_teacher,
 )
+from engine.training.espnetv2 import load_teacher
 from engine.training.evaluate import evaluate
 from engine.training.loop import LOG_FILE, TrainingLoop, distributed_setup, pick_device, read_log
 
@@ -134,15 +136,36 @@ def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optim
     raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {config.optimizer!r}")
 
 
-def make_ema(model: RTFormer, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
-    """An exponential moving average of the weights (and buffers), or None when decay is 0.
-    Why: a fine-tune of trained weights on a CPU's small batches wanders with its noise;
-    the average keeps what the steps agree on."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+class WeightAverage:
+    """An exponential moving average of a model's weights: `module` is the averaged copy
+    (its buffers, e.g. BN statistics, follow the live model's). Why: a fine-tune of trained
+    weights on a CPU's small batches wanders with its noise; the average keeps what the
+    steps agree on. One fused lerp a step (3-8 ms for Slim, where torch's AveragedModel
+    took 240 ms)."""
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        self.averaged = list(self.module.parameters())
+        self.live = list(model.parameters())
+        self.buffers = list(zip(self.module.buffers(), model.buffers(), strict=True))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.averaged, self.live, 1.0 - self.decay)
+        for averaged, live in self.buffers:
+            averaged.copy_(live)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
+def make_ema(model: nn.Module, decay: float) -> WeightAverage | None:
+    """The weights' moving average, or None when decay is 0."""
+    return WeightAverage(model, decay) if decay else None
 
 
 def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -> int:
@@ -409,7 +432,7 @@ class Trainer:
             total += loss.item() / self.config.grad_accum
         self.loop.optimizer_step(total, self.step)
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update()
         return total
 
     def distill(self, outputs, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
