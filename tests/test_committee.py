@@ -139,7 +139,7 @@ def test_votes_are_window_shares_in_camvid_classes():
     assert abs(middle[road] - 0.5) < 0.05 and abs(middle[sky] - 0.5) < 0.05
 
 
-def test_deeplab_without_its_runtime_says_how_to_install_it(monkeypatch):
+def test_deeplab_without_its_runtime_says_how_to_install_it(monkeypatch, tmp_path, capsys):
     import builtins
 
     real_import = builtins.__import__
@@ -152,6 +152,11 @@ def test_deeplab_without_its_runtime_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_litert)
     with pytest.raises(MissingRuntime, match=r"rtformer-studio\[training\]"):
         load_camvid_teacher("model.tflite")
+    from engine.commands.cli import main
+
+    # the command says so in one line and returns, no traceback
+    assert main(["eval-teacher", "model.tflite", "--data-root", str(tmp_path)]) == 1
+    assert "TFLite runtime" in capsys.readouterr().err
 
 
 def test_the_real_tflite_runtime_runs_the_voter():

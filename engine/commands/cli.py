@@ -16,6 +16,7 @@ from engine.resources import shipped_weights
 from engine.runtime.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
 from engine.runtime.watchdog import StallError
 from engine.training.data import DatasetError
+from engine.training.edgetpu_deeplab import MissingRuntime
 
 
 def cmd_convert_paddle(args: argparse.Namespace) -> None:
@@ -120,11 +121,11 @@ def cmd_eval_teacher(args: argparse.Namespace) -> None:
 
     if bool(args.weights) == bool(args.committee):
         raise ValueError("give a teacher's weights or --committee FILE (one of them)")
-    dataset = open_dataset("camvid", args.data_root, args.split)
     if args.committee:
         teacher = Committee(CommitteeSpec.from_file(args.committee), footage=args.footage)
     else:
         teacher = load_camvid_teacher(args.weights, args.kind)
+    dataset = open_dataset("camvid", args.data_root, args.split)
     with torch.inference_mode():
         report = evaluate(teacher, dataset)
     print_report(report, args.output)
@@ -517,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         StallError,
         ValueError,
         FileNotFoundError,
+        MissingRuntime,
     ) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
