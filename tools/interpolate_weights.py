@@ -8,6 +8,12 @@ it knew; the interpolation keeps much of both.
         --data-root ../shared/data/CamVid --frames ../shared/data/udacity-hmb-unlabelled \
         --teacher-cache runs/teacher-cache --teacher TEACHER.pth -o runs/card/base-wise
 
+With `--no-eval` it only writes the mixes, for a recipe whose alpha is fixed in advance
+(issue 23's Slim: alpha 0.5, the WiSE-FT paper's default, chosen before any figure):
+
+    .venv/bin/python tools/interpolate_weights.py CAMVID_ONLY.safetensors \
+        runs/slim-distill-committee/last.safetensors --alphas 0.5 --no-eval -o runs/slim-wise
+
 Alpha is chosen on training data only, never on CamVid test or the probe frames: CamVid
 train+val mIoU (every 4th image) for what the labels teach, and agreement with the
 teacher's cached answers on the unlabelled training frames (every 10th) for the new
@@ -17,6 +23,7 @@ footage. Each alpha's checkpoint is written, with a JSON of both figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -62,9 +69,9 @@ def main() -> None:
     parser.add_argument("before")
     parser.add_argument("after")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    parser.add_argument("--data-root", required=True)
-    parser.add_argument("--frames", required=True, help="the unlabelled training frames")
-    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--data-root", help="CamVid (required unless --no-eval)")
+    parser.add_argument("--frames", help="the unlabelled training frames (required unless --no-eval)")
+    parser.add_argument("--teacher", help="the teacher of --frames' cached answers (unless --no-eval)")
     parser.add_argument("--teacher-cache", default="runs/teacher-cache")
     parser.add_argument(
         "--modules",
@@ -73,8 +80,16 @@ def main() -> None:
         help="mix only these top-level modules (e.g. stem layer1 layer2 layer3 compression3 "
         "layer3_high); the others stay as in BEFORE",
     )
+    parser.add_argument(
+        "--no-eval", action="store_true", help="write the mixes only (alpha fixed in advance)"
+    )
     parser.add_argument("-o", "--output", required=True, type=Path)
     args = parser.parse_args()
+    if args.no_eval:
+        write_mixes(args)
+        return
+    if not (args.data_root and args.frames and args.teacher):
+        parser.error("--data-root, --frames and --teacher are needed to evaluate (or give --no-eval)")
 
     before, _ = load_checkpoint(args.before)
     after, info = load_checkpoint(args.after)
@@ -102,6 +117,23 @@ def main() -> None:
         }
         print(alpha, results[alpha], flush=True)
     (args.output / "alphas.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def write_mixes(args) -> None:
+    """alpha-A.safetensors for each alpha, float16, with the mix recorded in the metadata."""
+    before, _ = load_checkpoint(args.before)
+    after, info = load_checkpoint(args.after)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for alpha in args.alphas:
+        model = load_checkpoint(args.after)[0]
+        model.load_state_dict(
+            interpolate(before.state_dict(), after.state_dict(), alpha, tuple(args.modules))
+        )
+        mixed = {"before": str(args.before), "after": str(args.after), "alpha": alpha}
+        extra = {**info.extra, "interpolation": mixed}
+        path = args.output / f"alpha-{alpha:g}.safetensors"
+        save_checkpoint(path, model.eval(), dataclasses.replace(info, extra=extra), half=True)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
