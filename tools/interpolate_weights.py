@@ -121,14 +121,12 @@ def main() -> None:
 
 def write_mixes(args) -> None:
     """alpha-A.safetensors for each alpha, float16, with the mix recorded in the metadata."""
-    before, _ = load_checkpoint(args.before)
-    after, info = load_checkpoint(args.after)
+    before = load_checkpoint(args.before)[0].state_dict()
+    model, info = load_checkpoint(args.after)
+    after = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     args.output.mkdir(parents=True, exist_ok=True)
-    for alpha in args.alphas:
-        model = load_checkpoint(args.after)[0]
-        model.load_state_dict(
-            interpolate(before.state_dict(), after.state_dict(), alpha, tuple(args.modules))
-        )
+    for alpha in args.alphas:  # one model, every tensor replaced at each alpha
+        model.load_state_dict(interpolate(before, after, alpha, tuple(args.modules)))
         mixed = {"before": str(args.before), "after": str(args.after), "alpha": alpha}
         extra = {**info.extra, "interpolation": mixed}
         path = args.output / f"alpha-{alpha:g}.safetensors"
