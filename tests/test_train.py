@@ -5,6 +5,7 @@ import os
 import socket
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -15,7 +16,7 @@ from engine.model.checkpoint import read_checkpoint_info
 from engine.model.rtformer import build_model
 from engine.training.config import TrainConfig, read_config_file
 from engine.training.loop import read_log
-from engine.training.train import Trainer, freeze_modules, learning_rate, load_backbone
+from engine.training.train import Trainer, crop_warning, freeze_modules, learning_rate, load_backbone
 from tests.synthetic import TINY_MODEL, make_folder
 
 
@@ -289,3 +290,25 @@ def test_time_budget_fits_the_schedule_and_survives_resume(data_root, tmp_path, 
 def test_shipped_configs_are_valid_training_configs(path):
     config = TrainConfig().replace(**read_config_file(path))
     assert config.variant in ("slim", "base") and config.dataset == "camvid"
+
+
+def test_fine_tunes_are_warned_off_crops_other_than_the_frame(data_root, tmp_path, capsys):
+    assert crop_warning((360, 480), (360, 480)) is None
+    message = crop_warning((288, 384), (360, 480))
+    assert "288x384" in message and "crop_size = [360, 480]" in message
+    Trainer(tiny_config(data_root, tmp_path / "start", iters=1, val_split="")).run()
+    capsys.readouterr()
+    start = str(tmp_path / "start" / "last.safetensors")
+    Trainer(tiny_config(data_root, tmp_path / "other", val_split="", pretrained_backbone=start))
+    assert "warning: crops of 64x64" in capsys.readouterr().out
+    frame = tuple(cv2.imread(str(next((data_root / "images" / "train").iterdir()))).shape[:2])
+    Trainer(
+        tiny_config(data_root, tmp_path / "same", val_split="", pretrained_backbone=start, crop_size=frame)
+    )
+    assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["slim-finetune-cpu", "slim-distill-committee", "base-distill-committee"])
+def test_current_fine_tune_recipes_crop_the_frame_the_model_runs_at(name):
+    config = TrainConfig().replace(**read_config_file(Path(__file__).parents[1] / f"configs/{name}.toml"))
+    assert config.pretrained_backbone and crop_warning(config.crop_size, (360, 480)) is None

@@ -168,6 +168,29 @@ def make_ema(model: nn.Module, decay: float) -> WeightAverage | None:
     return WeightAverage(model, decay) if decay else None
 
 
+def crop_warning(crop_size: tuple[int, int], frame_size: tuple[int, int]) -> str | None:
+    """Why a fine-tune should crop the frame the model runs at, or None when it does.
+
+    RTFormer's global parts see the whole input: the cross-resolution attention pools
+    the 1/32 map (12x15 for a 360x480 frame, 9x12 for a 288x384 crop) to 12x12 tokens,
+    and the GPU-friendly attention and DAPPM's pools normalise over every position. A
+    crop of another size trains another token grid. From scratch that is the official
+    recipe (Cityscapes: 1024x512 crops of 2048x1024 frames); a fine-tune of weights
+    trained at the frame's size is what it erodes. Measured (issue 23, 200 steps of
+    cross-entropy on CamVid train from the CamVid-only Slim): 288x384 crops at scale
+    0.75-1.5 took CamVid train, its own training frames, from 72.82 to 69.81 mIoU and
+    test from 52.51 to 50.07; 360x480 crops at 0.5-2.0 held them (72.86, 52.65).
+    """
+    if tuple(crop_size) == tuple(frame_size):
+        return None
+    return (
+        f"warning: crops of {crop_size[0]}x{crop_size[1]} while the model runs at "
+        f"{frame_size[0]}x{frame_size[1]}: RTFormer's attention sees the whole input, and "
+        "fine-tunes on other crops have eroded what the weights knew (weights/README.md); "
+        f"crop_size = [{frame_size[0]}, {frame_size[1]}] keeps it"
+    )
+
+
 def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -> int:
     """Keep the top-level modules `names` as loaded: no gradients, and in eval mode whenever
     they run, so their BN statistics and drop paths stay as trained even while the rest of
@@ -242,6 +265,9 @@ class Trainer:
         if config.pretrained_backbone:
             copied = load_backbone(self.model, config.pretrained_backbone)
             self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
+            warning = crop_warning(config.crop_size, self.input_size)
+            if warning:
+                self.say(warning)
             require_frozen_loaded(self.model, config.freeze, copied, config.pretrained_backbone)
         self.ema = make_ema(self.model, config.ema_decay)
         if self.device.type == "cuda":
