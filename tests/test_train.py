@@ -5,7 +5,6 @@ import os
 import socket
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -299,11 +298,12 @@ def test_fine_tunes_are_warned_off_crops_other_than_the_frame(data_root, tmp_pat
     Trainer(tiny_config(data_root, tmp_path / "start", iters=1, val_split="")).run()
     capsys.readouterr()
     start = str(tmp_path / "start" / "last.safetensors")
-    Trainer(tiny_config(data_root, tmp_path / "other", val_split="", pretrained_backbone=start))
+    other = Trainer(tiny_config(data_root, tmp_path / "other", val_split="", pretrained_backbone=start))
     assert "warning: crops of 64x64" in capsys.readouterr().out
-    frame = tuple(cv2.imread(str(next((data_root / "images" / "train").iterdir()))).shape[:2])
     Trainer(
-        tiny_config(data_root, tmp_path / "same", val_split="", pretrained_backbone=start, crop_size=frame)
+        tiny_config(
+            data_root, tmp_path / "same", val_split="", pretrained_backbone=start, crop_size=other.input_size
+        )
     )
     assert "warning" not in capsys.readouterr().out
 

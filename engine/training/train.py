@@ -186,8 +186,8 @@ def crop_warning(crop_size: tuple[int, int], frame_size: tuple[int, int]) -> str
     if tuple(crop_size) == tuple(frame_size):
         return None
     return (
-        f"warning: crops of {crop_size[0]}x{crop_size[1]} while the model runs at "
-        f"{frame_size[0]}x{frame_size[1]}: RTFormer's attention sees the whole input, and "
+        f"warning: crops of {crop_size[0]}x{crop_size[1]} of {frame_size[0]}x{frame_size[1]} "
+        "frames: RTFormer's attention sees the whole input, and "
         "fine-tunes on other crops have eroded what the weights knew (weights/README.md); "
         f"crop_size = [{frame_size[0]}, {frame_size[1]}] keeps it"
     )
