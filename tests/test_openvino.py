@@ -159,7 +159,7 @@ def test_auto_picks_the_fastest_measured_and_remembers_it(tmp_path, checkpoint, 
     monkeypatch.setattr(availability, "time_candidates", fake_timing)
     segmenter = Segmenter(local, device="cpu", input_size=(360, 480))
     assert segmenter.description == "OpenVINO CPU fp32"
-    assert timed == [(352, 480)]  # timed at the model's input size
+    assert timed == [(360, 480)]  # timed at the model's input size
     Segmenter(local, device="cpu", input_size=(360, 480))
     assert len(timed) == 1  # remembered
     Segmenter(local, device="cpu", input_size=(720, 960))

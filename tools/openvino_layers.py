@@ -24,13 +24,14 @@ import numpy as np
 from engine.model.checkpoint import read_checkpoint_info
 from engine.runtime.backends import OpenVinoBackend
 from engine.runtime.cpu import cpu_class, cpuinfo_field
+from engine.runtime.preprocess import model_input_size
 
 
 def layer_times(checkpoint: Path, precision: str, rounds: int, threads: int | None) -> dict:
     """{"layers": {name: (type, kernel, median ms)}, "frame_ms": median sum} over `rounds` frames."""
     backend = OpenVinoBackend(checkpoint, "cpu", precision, threads=threads)
     size = read_checkpoint_info(checkpoint).input_size or (360, 480)
-    height, width = (side // 32 * 32 for side in size)  # what the app feeds: multiples of 32
+    height, width = model_input_size(size, size)  # what the app feeds
     model = backend.model.clone()
     model.reshape({model.inputs[0]: [1, height, width, 3]})
     compiled = backend.core.compile_model(model, "CPU", {**backend.config, "PERF_COUNT": True})

@@ -284,7 +284,7 @@ def _fastest_choice(
     from engine.runtime.artifacts import file_digest
     from engine.runtime.preprocess import model_input_size
 
-    size = model_input_size(input_size, input_size) if input_size else (352, 480)
+    size = model_input_size(input_size, input_size) if input_size else (360, 480)
     graphs = cuda_graphs and device == "cuda"  # graphs change which precision is faster
     key = _choice_key(file_digest(checkpoint), size, threads, candidates, calibration, device, graphs)
     remembered = _remembered_choices()
