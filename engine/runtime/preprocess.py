@@ -14,9 +14,10 @@ from engine.model.rtformer import MIN_INPUT_SIZE
 # 1/32 map is 11x15 where training saw 12x15, and RTFormer's attention, which sees the
 # whole map, noticed (issue 23): the CamVid-only Slim scored 51.87 mIoU on CamVid test at
 # 352x480 and 52.51 at 360x480. For 1280x720 frames, 272x480 instead of 256x480 took the
-# shipped Slim's agreement with the probe's reference from 82.7% to 84.0%. Cost, Slim at
-# 360 against 352 on a 2-core EPYC (AVX-512 BF16), interleaved: x1.07 ONNX Runtime fp32,
-# x1.08 OpenVINO INT8, none measurable on OpenVINO bf16.
+# shipped Slim's agreement with the probe's reference from 82.7% to 84.0%. Cost, 360
+# against 352, interleaved on a quiet 2-core EPYC (AVX-512 BF16), ms a frame through the
+# Segmenter: Slim x1.06 ONNX Runtime fp32 (26.4 -> 27.9), x1.01 OpenVINO INT8 and bf16;
+# Base x1.03 OpenVINO INT8, x1.00 bf16; Slim 1280x720 at 272 against 256, bf16: x1.04.
 SIZE_MULTIPLE = 8
 
 
