@@ -11,7 +11,7 @@ import pytest
 import engine.runtime.artifacts as artifacts
 import engine.runtime.availability as availability
 from engine.runtime.artifacts import file_digest, int8_weight_bits, openvino_cache_folder
-from engine.runtime.backends import openvino_capabilities
+from engine.runtime.backends import openvino_capabilities, openvino_precision_hint
 from engine.runtime.segmenter import BackendError, Segmenter
 from tests.synthetic import synthetic_frame, write_checkpoint
 
@@ -54,6 +54,14 @@ def test_bf16_runs_where_the_cpu_has_it_and_says_why_not_elsewhere(checkpoint):
         assert "no bf16" in availability.why_unavailable(choice)
 
 
+def test_int8_float_parts_take_bf16_only_where_the_cpu_has_it():
+    with_bf16, without = {"FP32", "INT8", "BF16"}, {"FP32", "INT8"}
+    assert openvino_precision_hint("int8", with_bf16) == "bf16"
+    assert openvino_precision_hint("int8", without) == "f32"
+    assert openvino_precision_hint("fp32", with_bf16) == "f32"  # fp32 stays exact everywhere
+    assert openvino_precision_hint("bf16", with_bf16) == "bf16"
+
+
 def test_int8_runs_our_qdq_model(tmp_path, checkpoint):
     frames = tmp_path / "calibration"
     frames.mkdir()
@@ -63,6 +71,9 @@ def test_int8_runs_our_qdq_model(tmp_path, checkpoint):
         cv2.imwrite(str(frames / f"{seed}.png"), synthetic_frame(120, 160, seed=seed))
     int8 = Segmenter(checkpoint, backend="openvino", device="cpu", precision="int8", calibration=frames)
     assert int8.description == "OpenVINO CPU int8"
+    # Its float parts take bf16 where this CPU has it (the path measured on such a CPU).
+    expected_hint = "bf16" if "BF16" in openvino_capabilities() else "f32"
+    assert int8.backend.config["INFERENCE_PRECISION_HINT"] == expected_hint
     fp32 = Segmenter(checkpoint, backend="onnxruntime", device="cpu", precision="fp32")
     assert agreement(int8, fp32, synthetic_frame(120, 160, seed=8)) > 0.8
 
