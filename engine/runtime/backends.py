@@ -33,7 +33,9 @@ from engine.runtime.postprocess import argmax_channels
 log = logging.getLogger("rtformer.engine")
 
 ORT_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT
+# INFERENCE_PRECISION_HINT per precision; INT8 takes bf16 where the CPU has it
+# (openvino_precision_hint).
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # The deployment graph each OpenVINO precision compiles: bf16 is the fp32 graph run with
 # the bf16 hint (OpenVINO lowers it on CPUs with AVX512-BF16 or AMX); there is no bf16 file.
 OPENVINO_GRAPHS = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
