@@ -21,6 +21,7 @@ from engine.training.committee import (
 from engine.training.data import normalize
 from engine.training.edgetpu_deeplab import MissingRuntime, camvid_votes, window_starts
 from engine.training.espnetv2 import CITYSCAPES_TO_CAMVID, ESPNetv2Segmentation
+from tests.synthetic import calibrated_model, write_checkpoint
 
 SHARED_TFLITE = (
     Path(__file__).resolve().parents[2]
@@ -178,6 +179,27 @@ def test_teacher_kind_is_read_from_the_file(tmp_path, cgnet_file):
     torch.save(ESPNetv2Segmentation().state_dict(), tmp_path / "espnetv2.pth")
     assert teacher_kind(tmp_path / "espnetv2.pth") == "espnetv2"
     assert teacher_kind(tmp_path / "any.tflite") == "deeplab"
+    assert teacher_kind(tmp_path / "base.safetensors") == "rtformer"
+
+
+def test_our_own_checkpoint_teaches_its_softmax_and_must_speak_camvid(tmp_path):
+    from engine.model.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
+    from engine.model.classes import CITYSCAPES
+
+    path = write_checkpoint(tmp_path / "tutor.safetensors")
+    teacher = load_camvid_teacher(path)
+    image = torch.randn(2, 3, 64, 96)
+    model, _ = load_checkpoint(path)
+    with torch.no_grad():
+        probabilities = teacher.probabilities(image)
+        assert probabilities.shape == (2, 11, 64, 96)
+        assert torch.allclose(probabilities, model(image).softmax(1), atol=1e-6)
+        assert torch.allclose(teacher(image).exp(), probabilities, atol=1e-5)
+    cityscapes = calibrated_model(num_classes=CITYSCAPES.num_classes)
+    info = CheckpointInfo.for_classes(cityscapes.config, CITYSCAPES, input_size=(64, 96))
+    other = save_checkpoint(tmp_path / "cityscapes.safetensors", cityscapes, info)
+    with pytest.raises(ValueError, match="not CamVid's classes"):
+        load_camvid_teacher(other)
 
 
 def test_class_weights_sum_to_one_per_class_and_favour_the_better_member():

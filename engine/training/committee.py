@@ -11,6 +11,8 @@ the probe and the distillation cache take any of them:
 - "cgnet": CGNet trained on CamVid train+val (`engine.training.cgnet`), soft targets.
 - "deeplab": EdgeTPU-DeepLab-slim trained on Cityscapes, INT8 TFLite, window votes
   (`engine.training.edgetpu_deeplab`; needs the `training` extra).
+- "rtformer": one of our own CamVid checkpoints (.safetensors), e.g. the shipped Base
+  as Slim's tutor on CamVid frames, where it gives soft targets on every pixel.
 
 The committee's answer for a pixel is sum over members m of w[m, c] p_m(c), renormalised
 over the classes c. The weights of one class sum to 1 over the members speaking, so they
@@ -30,19 +32,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.model.checkpoint import load_checkpoint
+from engine.model.classes import CAMVID
 from engine.training.cgnet import CGNetTeacher, load_cgnet
 from engine.training.espnetv2 import OWN_SIZE, load_teacher
 
-TEACHER_KINDS = ("espnetv2", "cgnet", "deeplab")
+TEACHER_KINDS = ("espnetv2", "cgnet", "deeplab", "rtformer")
 FOOTAGE_KINDS = ("camvid", "camvid-trained", "other")
 
 
 def teacher_kind(path: str | Path) -> str:
-    """Which teacher a file holds: a .tflite is DeepLab; a .pth with CGNet's layer names
-    (plain or under "model") is CGNet; another .pth is ESPNetv2."""
+    """Which teacher a file holds: a .tflite is DeepLab; a .safetensors is one of our
+    RTFormer checkpoints; a .pth with CGNet's layer names (plain or under "model") is
+    CGNet; another .pth is ESPNetv2."""
     path = Path(path)
     if path.suffix == ".tflite":
         return "deeplab"
+    if path.suffix == ".safetensors":
+        return "rtformer"
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
     return "cgnet" if "level1_0.conv.weight" in state else "espnetv2"
@@ -59,7 +66,27 @@ def load_camvid_teacher(path: str | Path, kind: str | None = None) -> nn.Module:
         from engine.training.edgetpu_deeplab import EdgeTPUDeepLabTeacher
 
         return EdgeTPUDeepLabTeacher(path).eval()
+    if kind == "rtformer":
+        return RTFormerTeacher(path).eval()
     raise ValueError(f"unknown teacher kind {kind!r}; kinds are {TEACHER_KINDS}")
+
+
+class RTFormerTeacher(nn.Module):
+    """One of our CamVid checkpoints as a teacher: (N, 3, H, W) ImageNet-normalised RGB,
+    H and W multiples of 8 (CamVid's 360x480 is) -> (N, 11, H, W) CamVid log-probabilities.
+    The checkpoint must speak CamVid's classes in CamVid's order."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.network, info = load_checkpoint(path)
+        if list(info.class_names) != list(CAMVID.names):
+            raise ValueError(f"{path} speaks {info.class_names}, not CamVid's classes {list(CAMVID.names)}")
+
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image).float().softmax(dim=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image).float().log_softmax(dim=1)
 
 
 @dataclass
