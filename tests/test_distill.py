@@ -15,7 +15,7 @@ from engine.training.distill import class_weight_vector, distillation_loss
 from engine.training.espnetv2 import ESPNetv2Segmentation
 from engine.training.loop import read_log
 from engine.training.train import Trainer, labelled_cross_entropy
-from tests.synthetic import TINY_MODEL, block_scene, make_camvid, write_png
+from tests.synthetic import TINY_MODEL, block_scene, make_camvid, write_checkpoint, write_png
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +355,24 @@ def test_a_committee_teaches_each_footage_with_its_own_members(
     assert (tmp_path / "run" / "last.safetensors").is_file()
     with pytest.raises(ValueError, match="cached"):
         Trainer(config.replace(teacher_targets="online", output=str(tmp_path / "online")))
+
+
+def test_a_committee_with_our_own_checkpoint_gets_new_targets_when_it_is_replaced(
+    camvid_root, unlabelled_root, tmp_path
+):
+    """Shipped weights are replaced under the same name: the targets follow their contents."""
+    from engine.training.committee import CommitteeSpec
+    from engine.training.data import CombinedDataset, open_dataset
+    from engine.training.distill import TeacherTargets
+
+    tutor = tmp_path / "rtformer-base-camvid.safetensors"
+    write_checkpoint(tutor, seed=1)
+    CommitteeSpec({"rtformer": str(tutor)}, {"camvid-trained": {"rtformer": [1.0] * 11}}).to_file(
+        tmp_path / "committee.json"
+    )
+    dataset = CombinedDataset([open_dataset("camvid", camvid_root, "train")])
+    targets = TeacherTargets(dataset, tmp_path / "committee.json", tmp_path / "cache")
+    assert targets.compute(progress=False) == len(dataset)
+    assert not TeacherTargets(dataset, tmp_path / "committee.json", tmp_path / "cache").missing()
+    write_checkpoint(tutor, seed=2)  # a new Base shipped under the same name
+    assert TeacherTargets(dataset, tmp_path / "committee.json", tmp_path / "cache").missing()

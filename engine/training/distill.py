@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from engine.runtime.artifacts import file_digest
 from engine.training.committee import Committee, CommitteeSpec
 from engine.training.data import CombinedDataset, SegmentationDataset, normalize, resize_channels
 from engine.training.espnetv2 import load_teacher
@@ -92,7 +93,7 @@ class TeacherTargets:
         # A committee's key holds its file's text: new weights, new targets.
         teacher_id = f"{self.teacher_path.resolve()}:{self.teacher_path.stat().st_size}:{scale}:{fit_size}"
         if is_committee(self.teacher_path):
-            teacher_id += ":" + self.teacher_path.read_text()
+            teacher_id += ":" + committee_identity(self.teacher_path)
         self.folder = Path(cache_dir) / hashlib.sha1(teacher_id.encode()).hexdigest()[:12]
 
     def path(self, index: int) -> Path:
@@ -152,6 +153,16 @@ class TeacherTargets:
 def is_committee(path: str | Path) -> bool:
     """A committee JSON (engine.training.committee) rather than one teacher's weights."""
     return Path(path).suffix == ".json"
+
+
+def committee_identity(path: str | Path) -> str:
+    """What a committee's targets depend on: its file's text and, for members that are our
+    own checkpoints, their contents. Shipped weights are replaced under the same name (the
+    teachers' files are not), so a new Base gets new targets."""
+    text = Path(path).read_text()
+    spec = CommitteeSpec.from_file(path)
+    own = sorted(member for kind, member in spec.members.items() if kind == "rtformer")
+    return text + "".join(f":{member}={file_digest(member)}" for member in own)
 
 
 def _compute_targets(targets: TeacherTargets, progress: bool) -> None:
