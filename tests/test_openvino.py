@@ -12,6 +12,7 @@ import engine.runtime.artifacts as artifacts
 import engine.runtime.availability as availability
 from engine.runtime.artifacts import file_digest, int8_weight_bits, openvino_cache_folder
 from engine.runtime.backends import openvino_capabilities, openvino_precision_hint
+from engine.runtime.cpu import ISA_CAP_VARIABLE, bf16_capped, capped_flags, cpu_class
 from engine.runtime.segmenter import BackendError, Segmenter
 from tests.synthetic import synthetic_frame, write_checkpoint
 
@@ -60,6 +61,50 @@ def test_int8_float_parts_take_bf16_only_where_the_cpu_has_it():
     assert openvino_precision_hint("int8", without) == "f32"
     assert openvino_precision_hint("fp32", with_bf16) == "f32"  # fp32 stays exact everywhere
     assert openvino_precision_hint("bf16", with_bf16) == "bf16"
+
+
+def test_an_instruction_set_cap_makes_the_cpu_that_class_throughout(monkeypatch):
+    amx = {"avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"}
+    assert capped_flags(amx, "AVX2") == {"avx", "avx2"}
+    assert cpu_class(capped_flags(amx, "avx2")) == "AVX2"
+    assert cpu_class(capped_flags(amx, "AVX512_CORE_VNNI")) == "VNNI"
+    assert cpu_class(capped_flags(amx, "AVX512_CORE_BF16")) == "AVX-512 BF16"
+    assert capped_flags(amx, "") == amx == capped_flags(amx, "ALL")
+    uncapped = availability._cpu_name()
+    monkeypatch.setenv(ISA_CAP_VARIABLE, "AVX2")
+    assert bf16_capped() and "BF16" not in openvino_capabilities()
+    assert availability._cpu_name() != uncapped  # auto times its choice again under a cap
+    assert int8_weight_bits() == 7  # no VNNI under the cap: the 7-bit weights
+    monkeypatch.setenv(ISA_CAP_VARIABLE, "AVX512_CORE_BF16")
+    assert not bf16_capped()
+
+
+def test_int8_compiles_and_runs_under_an_avx2_cap(tmp_path, checkpoint):
+    """oneDNN reads the cap when it starts, hence a fresh process. Before the cap was
+    honoured, a BF16 CPU capped at AVX2 failed to compile INT8 with the bf16 hint."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cv2\n"
+        "from engine.runtime.segmenter import Segmenter\n"
+        "from tests.synthetic import synthetic_frame\n"
+        "folder = sys.argv[2]\n"
+        "for seed in range(3): cv2.imwrite(f'{folder}/{seed}.png', synthetic_frame(120, 160, seed=seed))\n"
+        "s = Segmenter(sys.argv[1], backend='openvino', device='cpu', precision='int8', calibration=folder)\n"
+        "print(s.backend.config['INFERENCE_PRECISION_HINT'], s.predict(synthetic_frame(120, 160)).shape)\n"
+    )
+    env = {**os.environ, ISA_CAP_VARIABLE: "AVX2"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(checkpoint), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["f32", "(120,", "160)"]
 
 
 def test_int8_runs_our_qdq_model(tmp_path, checkpoint):

@@ -8,6 +8,12 @@ The kernel name says what ran: "..._I8" / "..._U8" kernels are INT8, "..._FP32" 
 "ref_..." are float or reference islands, Reorder nodes are layout or precision
 conversions between them. Run it on the CPU class in question (`rtformer doctor`);
 BENCHMARKS.md keeps the tables.
+
+`--isa AVX2` caps oneDNN's instruction set (ONEDNN_MAX_CPU_ISA, engine.runtime.cpu) on
+a newer CPU, to see which kernels an AVX2-only CPU gets: the convolutions, MatMuls and
+fused subgraphs take their AVX2 kernels and the INT8 model its 7-bit weights. It is not
+such a CPU: a few of OpenVINO's own nodes (TopK, Interpolate, ReduceMax) keep their
+AVX-512 kernels, and the cores, caches and clocks stay this machine's. Shares, not times.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +30,7 @@ import numpy as np
 
 from engine.model.checkpoint import read_checkpoint_info
 from engine.runtime.backends import OpenVinoBackend
-from engine.runtime.cpu import cpu_class, cpuinfo_field
+from engine.runtime.cpu import ISA_CAP_VARIABLE, cpu_class, cpuinfo_field
 from engine.runtime.preprocess import model_input_size
 
 
@@ -86,10 +93,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--json", type=Path, help="write every layer's median ms as JSON")
+    parser.add_argument("--isa", help="cap oneDNN's instruction set, e.g. AVX2 (ONEDNN_MAX_CPU_ISA)")
     args = parser.parse_args()
+    if args.isa:  # before OpenVINO starts: oneDNN reads the cap once
+        os.environ[ISA_CAP_VARIABLE] = args.isa
     result = layer_times(args.checkpoint, args.precision, args.rounds, args.threads)
+    capped = f", capped at {args.isa} ({ISA_CAP_VARIABLE})" if args.isa else ""
     print(
-        f"{args.checkpoint.name}, OpenVINO {args.precision}, {cpu_class()} CPU ({cpuinfo_field('model name')})"
+        f"{args.checkpoint.name}, OpenVINO {args.precision}, {cpu_class()} CPU"
+        f" ({cpuinfo_field('model name')}){capped}"
     )
     print(markdown(result, args.top))
     if args.json:

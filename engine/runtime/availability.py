@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from engine.resources import user_cache_dir
-from engine.runtime.cpu import cpuinfo_field
+from engine.runtime.cpu import ISA_CAP_VARIABLE, cpuinfo_field
 from engine.runtime.errors import BackendError
 
 log = logging.getLogger("rtformer.engine")
@@ -395,8 +395,11 @@ def _choice_key(digest, size, threads, candidates, calibration, device="cpu", gr
 
 
 def _cpu_name() -> str:
-    """The CPU's model and feature flags (two EPYCs of one name may differ in AVX-512)."""
-    return f"{cpuinfo_field('model name')} {cpuinfo_field('flags')}".strip() or platform.machine()
+    """The CPU's model and feature flags (two EPYCs of one name may differ in AVX-512), and
+    oneDNN's instruction-set cap where one is set (it changes which kernels run)."""
+    cap = os.environ.get(ISA_CAP_VARIABLE)
+    capped = f" {ISA_CAP_VARIABLE}={cap}" if cap else ""
+    return f"{cpuinfo_field('model name')} {cpuinfo_field('flags')}{capped}".strip() or platform.machine()
 
 
 def _choices_file() -> Path:

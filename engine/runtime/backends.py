@@ -25,6 +25,7 @@ import torch
 
 from engine.model.checkpoint import load_checkpoint
 from engine.runtime.artifacts import first_line, opened_with_repair, openvino_cache_folder
+from engine.runtime.cpu import bf16_capped
 from engine.runtime.errors import BackendError
 from engine.runtime.export import normalise_frames
 from engine.runtime.graphs import GraphedForward
@@ -233,8 +234,11 @@ def openvino_core():
 
 def openvino_capabilities() -> set[str]:
     """What OpenVINO's CPU plugin can run here: FP32, INT8 and, on CPUs with AVX512-BF16
-    or AMX, BF16."""
-    return set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    or AMX, BF16 (not under an instruction-set cap below them: cpu.ISA_CAP_VARIABLE)."""
+    capabilities = set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if bf16_capped():
+        capabilities.discard("BF16")
+    return capabilities
 
 
 def openvino_precision_hint(precision: str, capabilities: set[str]) -> str:

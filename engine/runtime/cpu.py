@@ -10,6 +10,7 @@ saturates at 16 bits), and how fast each backend is (measured, never assumed).
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 # Each class a superset of the next, and the /proc/cpuinfo flags that make it.
@@ -20,6 +21,26 @@ CPU_CLASSES = (
     ("AVX2", {"avx2"}),
 )
 VNNI_CLASSES = ("AMX", "AVX-512 BF16", "VNNI")
+
+# oneDNN, and with it OpenVINO's convolutions and MatMuls, uses no instruction set above
+# the one this variable names. Set to AVX2 on an AVX-512 machine, it profiles the AVX2
+# kernels there (tools/openvino_layers.py --isa avx2), and the CPU must then be treated
+# as AVX2 throughout: OpenVINO still reports BF16, and a bf16 hint under an AVX2 cap
+# fails to compile ("Supported primitive descriptors list is empty for node ... Pooling").
+ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+# The flags each cap takes away, by prefix (oneDNN's cap names; others take nothing away).
+ISA_CAP_REMOVES = {
+    "SSE41": ("avx", "avx2", "avx512", "avx_vnni", "amx"),
+    "AVX": ("avx2", "avx512", "avx_vnni", "amx"),
+    "AVX2": ("avx512", "avx_vnni", "amx"),
+    "AVX2_VNNI": ("avx512", "amx"),
+    "AVX2_VNNI_2": ("avx512", "amx"),
+    "AVX512_CORE": ("avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx"),
+    "AVX512_CORE_VNNI": ("avx512_bf16", "avx512_fp16", "amx"),
+    "AVX512_CORE_BF16": ("avx512_fp16", "amx"),
+    "AVX10_1_512": ("amx",),
+    "AVX512_CORE_FP16": ("amx",),
+}
 
 
 def cpuinfo_field(name: str) -> str:
@@ -33,7 +54,19 @@ def cpuinfo_field(name: str) -> str:
 
 
 def cpu_flags() -> set[str]:
-    return set(cpuinfo_field("flags").split())
+    """/proc/cpuinfo's flags, less those that oneDNN's instruction-set cap forbids."""
+    return capped_flags(set(cpuinfo_field("flags").split()), os.environ.get(ISA_CAP_VARIABLE, ""))
+
+
+def capped_flags(flags: set[str], cap: str) -> set[str]:
+    """`flags` without those above oneDNN's instruction-set `cap` (ISA_CAP_VARIABLE's value)."""
+    removed = ISA_CAP_REMOVES.get(cap.strip().upper(), ())
+    return {flag for flag in flags if not flag.startswith(removed)}
+
+
+def bf16_capped() -> bool:
+    """True where oneDNN's instruction-set cap rules bf16 out, whatever the CPU has."""
+    return not capped_flags({"avx512_bf16"}, os.environ.get(ISA_CAP_VARIABLE, ""))
 
 
 def cpu_class(flags: set[str] | None = None) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine import resources
 from engine.runtime.availability import auto_summary, available, onnxruntime_conflict
-from engine.runtime.cpu import VNNI_CLASSES, cpu_class, cpu_flags
+from engine.runtime.cpu import ISA_CAP_VARIABLE, VNNI_CLASSES, cpu_class, cpu_flags
 
 # CPU flags (as /proc/cpuinfo names them) that decide the speed of our CPU paths.
 CPU_FLAGS = {
@@ -122,6 +122,11 @@ def cpu() -> Section:
             else "works without VNNI (7-bit weights); measured on such a CPU: 1.43x fp32 on OpenVINO",
         )
         section.add("class", cpu_class(flags))
+        cap = os.environ.get(ISA_CAP_VARIABLE)
+        if cap:
+            section.add(
+                "instruction-set cap", f"{ISA_CAP_VARIABLE}={cap}: features and class above are capped"
+            )
         section.add("measured on this class", MEASURED_BY_CPU_CLASS[cpu_class(flags)])
     else:
         section.add("features", "unknown on this system (no /proc/cpuinfo)")
