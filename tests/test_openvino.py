@@ -258,3 +258,45 @@ def test_a_cache_openvino_cannot_read_is_started_afresh_and_other_failures_keep_
     with pytest.raises(BackendError, match="cannot compile the model: unsupported operation"):
         backend._compile(backend.model)
     assert keep.exists()  # not the cache's fault: kept
+
+
+def test_labels_by_reduction_are_argmax_with_the_first_maximum_winning(tmp_path):
+    """The f32-hint rewrite of the labels, on a graph shaped like ours (logits and their
+    ArgMax as outputs), with ties that the first class must win."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engine.runtime.backends import labels_by_reduction, openvino_core
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["scores"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["index"], axis=1, keepdims=0),
+            helper.make_node("Cast", ["index"], ["labels"], to=TensorProto.UINT8),
+        ],
+        "labels",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 5, "h", "w"])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 5, "h", "w"]),
+            helper.make_tensor_value_info("labels", TensorProto.UINT8, ["n", "h", "w"]),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "labels.onnx")
+    core = openvino_core()
+    model = core.read_model(str(tmp_path / "labels.onnx"))
+    labels_by_reduction(model)
+    assert "TopK" not in {node.get_type_name() for node in model.get_ops()}
+    scores = np.random.default_rng(0).integers(0, 3, (2, 5, 6, 7)).astype(np.float32)  # many ties
+    request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    request.infer({0: scores})
+    labels = request.get_tensor("labels").data
+    assert labels.dtype == np.uint8
+    assert np.array_equal(labels, scores.argmax(axis=1))
+
+
+def test_openvino_labels_are_the_argmax_of_its_logits(checkpoint):
+    """fp32 takes the reduction form of the labels on every CPU: the same labels."""
+    fp32 = Segmenter(checkpoint, backend="openvino", device="cpu", precision="fp32")
+    assert "TopK" not in {node.get_type_name() for node in fp32.backend.model.get_ops()}
+    logits, labels = fp32.infer_both(synthetic_frame(120, 160, seed=11))
+    assert np.array_equal(labels, logits.argmax(0))
