@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.runtime.artifacts import INT8_WEIGHT_BITS_VARIABLE, default_calibration
-from engine.runtime.cpu import cpu_class, cpuinfo_field
+from engine.runtime.cpu import ISA_CAP_VARIABLE, cpu_class, cpuinfo_field
 from engine.runtime.segmenter import Segmenter
 from engine.training.data import open_dataset
 from engine.training.evaluate import evaluate_segmenter
@@ -75,6 +75,7 @@ def main() -> int:
     results = {
         "cpu": cpuinfo_field("model name"),
         "cpu_class": cpu_class(),
+        "isa_cap": os.environ.get(ISA_CAP_VARIABLE),  # OpenVINO follows it, ONNX Runtime does not
         "dataset": f"CamVid {args.split} ({len(dataset)} images), app path",
         "command": " ".join(["python", *sys.argv]),
         "checkpoints": {},
