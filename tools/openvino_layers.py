@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--isa", help="cap oneDNN's instruction set, e.g. AVX2 (ONEDNN_MAX_CPU_ISA)")
     args = parser.parse_args()
     if args.isa:  # before OpenVINO starts: oneDNN reads the cap once
-        os.environ[ISA_CAP_VARIABLE] = args.isa
+        os.environ[ISA_CAP_VARIABLE] = args.isa.upper()
     result = layer_times(args.checkpoint, args.precision, args.rounds, args.threads)
     capped = f", capped at {args.isa} ({ISA_CAP_VARIABLE})" if args.isa else ""
     print(

@@ -24,7 +24,7 @@ VNNI_CLASSES = ("AMX", "AVX-512 BF16", "VNNI")
 
 # oneDNN, and with it OpenVINO's convolutions and MatMuls, uses no instruction set above
 # the one this variable names. Set to AVX2 on an AVX-512 machine, it profiles the AVX2
-# kernels there (tools/openvino_layers.py --isa avx2), and the CPU must then be treated
+# kernels there (tools/openvino_layers.py --isa AVX2), and the CPU must then be treated
 # as AVX2 throughout: OpenVINO still reports BF16, and a bf16 hint under an AVX2 cap
 # fails to compile ("Supported primitive descriptors list is empty for node ... Pooling").
 ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
