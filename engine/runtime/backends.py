@@ -267,7 +267,10 @@ def labels_by_reduction(model) -> None:
     uncapped with the f32 hint x0.91 (INT8) and x0.93 (fp32), labels identical. With bf16
     float parts the TopK is cheap and this form slower (Base INT8 21.7 -> 25.4 ms), so the
     backend uses it only where the float parts run in fp32."""
-    import openvino.opset13 as ops
+    try:
+        import openvino.opset13 as ops
+    except ImportError:  # OpenVINO before 2025 keeps the opsets under openvino.runtime
+        import openvino.runtime.opset13 as ops
 
     logits = next(r for r in model.get_results() if "logits" in r.output(0).get_names()).input_value(0)
     labels = next(r for r in model.get_results() if "labels" in r.output(0).get_names()).input_value(0)
