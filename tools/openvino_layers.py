@@ -98,7 +98,7 @@ def main() -> int:
     if args.isa:  # before OpenVINO starts: oneDNN reads the cap once
         os.environ[ISA_CAP_VARIABLE] = args.isa.upper()
     result = layer_times(args.checkpoint, args.precision, args.rounds, args.threads)
-    capped = f", capped at {args.isa} ({ISA_CAP_VARIABLE})" if args.isa else ""
+    capped = f", capped at {os.environ[ISA_CAP_VARIABLE]} ({ISA_CAP_VARIABLE})" if args.isa else ""
     print(
         f"{args.checkpoint.name}, OpenVINO {args.precision}, {cpu_class()} CPU"
         f" ({cpuinfo_field('model name')}){capped}"

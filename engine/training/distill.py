@@ -17,6 +17,7 @@ the very tensor the student sees instead (for a GPU).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -160,8 +161,8 @@ def committee_identity(path: str | Path) -> str:
     own checkpoints, their contents. Shipped weights are replaced under the same name (the
     teachers' files are not), so a new Base gets new targets."""
     text = Path(path).read_text()
-    spec = CommitteeSpec.from_file(path)
-    own = sorted(member for kind, member in spec.members.items() if kind == "rtformer")
+    members = json.loads(text)["members"]  # the file's own text, read once
+    own = sorted(member for kind, member in members.items() if kind == "rtformer")
     return text + "".join(f":{member}={file_digest(member)}" for member in own)
 
 
