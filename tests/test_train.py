@@ -14,8 +14,20 @@ from engine.commands.cli import main
 from engine.model.checkpoint import read_checkpoint_info
 from engine.model.rtformer import build_model
 from engine.training.config import TrainConfig, read_config_file
+from engine.training.data import IGNORE_INDEX
 from engine.training.loop import read_log
-from engine.training.train import Trainer, crop_warning, freeze_modules, learning_rate, load_backbone
+from engine.training.train import (
+    HardPixels,
+    Trainer,
+    crop_warning,
+    freeze_modules,
+    hard_pixel_cross_entropy,
+    hard_pixels_for,
+    labelled_cross_entropy,
+    learning_rate,
+    load_backbone,
+    segmentation_loss,
+)
 from tests.synthetic import TINY_MODEL, make_folder
 
 
@@ -308,7 +320,59 @@ def test_fine_tunes_are_warned_off_crops_other_than_the_frame(data_root, tmp_pat
     assert "warning" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["slim-finetune-cpu", "slim-distill-committee", "base-distill-committee"])
+@pytest.mark.parametrize(
+    "name", ["slim-finetune-cpu", "slim-distill-committee", "base-distill-committee", "slim-distill-ohem"]
+)
 def test_current_fine_tune_recipes_crop_the_frame_the_model_runs_at(name):
     config = TrainConfig().replace(**read_config_file(Path(__file__).parents[1] / f"configs/{name}.toml"))
     assert config.pretrained_backbone and crop_warning(config.crop_size, (360, 480)) is None
+
+
+# ---------------------------------------------------------------- OHEM
+
+
+def logits_with_true_probabilities(probabilities: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-class logits (1, 2, 1, P) whose class 0 gets each given probability; labels all 0."""
+    p = torch.tensor(probabilities)
+    logits = torch.stack([torch.log(p), torch.log1p(-p)]).reshape(1, 2, 1, -1)
+    return logits.clone().requires_grad_(True), torch.zeros(1, 1, len(probabilities), dtype=torch.long)
+
+
+def test_ohem_sums_the_hard_pixels_over_every_labelled_one_and_leaves_easy_ones_alone():
+    logits, labels = logits_with_true_probabilities([0.2, 0.5, 0.69, 0.71, 0.9, 0.99])
+    labels[0, 0, 5] = IGNORE_INDEX  # void: never counted, never kept
+    loss = hard_pixel_cross_entropy(logits, labels, HardPixels(threshold=0.7, min_kept=0))
+    hard = -torch.log(torch.tensor([0.2, 0.5, 0.69])).sum()
+    assert loss.item() == pytest.approx(hard.item() / 5, rel=1e-5)
+    loss.backward()
+    gradient = logits.grad.abs().sum(dim=1).flatten()
+    assert (gradient[:3] > 0).all() and (gradient[3:] == 0).all()
+
+
+def test_ohem_keeps_at_least_min_kept_of_the_least_certain_pixels():
+    logits, labels = logits_with_true_probabilities([0.95, 0.8, 0.9, 0.6, 0.99])
+    loss = hard_pixel_cross_entropy(logits, labels, HardPixels(threshold=0.7, min_kept=3))
+    kept = -torch.log(torch.tensor([0.6, 0.8, 0.9])).sum()  # one is hard; the next two least certain join it
+    assert loss.item() == pytest.approx(kept.item() / 5, rel=1e-5)
+    # More to keep than there are labelled pixels: every labelled pixel, i.e. cross-entropy.
+    everything = hard_pixel_cross_entropy(logits, labels, HardPixels(threshold=0.7, min_kept=50))
+    assert everything.item() == pytest.approx(labelled_cross_entropy(logits, labels).item(), rel=1e-5)
+    unlabelled = torch.full_like(labels, IGNORE_INDEX)
+    assert hard_pixel_cross_entropy(logits, unlabelled, HardPixels()).item() == 0.0
+
+
+def test_label_loss_option_reaches_both_heads_and_refuses_unknown_names(data_root, tmp_path):
+    assert hard_pixels_for(TrainConfig()) is None
+    assert hard_pixels_for(TrainConfig(label_loss="ohem", ohem_min_kept=7)) == HardPixels(0.7, 7)
+    with pytest.raises(ValueError, match="label_loss must be"):
+        hard_pixels_for(TrainConfig(label_loss="focal"))
+    main_logits, labels = logits_with_true_probabilities([0.1, 0.9])
+    aux_logits, _ = logits_with_true_probabilities([0.9, 0.3])
+    total, main_loss = segmentation_loss((main_logits, aux_logits), labels, 0.4, HardPixels(0.7, 0))
+    assert main_loss.item() == pytest.approx(-torch.log(torch.tensor(0.1)).item() / 2, rel=1e-5)
+    aux_loss = -torch.log(torch.tensor(0.3)).item() / 2
+    assert total.item() == pytest.approx(main_loss.item() + 0.4 * aux_loss, rel=1e-5)
+    trainer = Trainer(tiny_config(data_root, tmp_path / "ohem", label_loss="ohem", ohem_min_kept=10, iters=2))
+    trainer.run()
+    assert trainer.hard_pixels == HardPixels(0.7, 10)
+    assert [e["loss"] for e in read_log(tmp_path / "ohem" / "log.jsonl") if "loss" in e]

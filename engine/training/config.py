@@ -36,6 +36,12 @@ class TrainConfig:
     # An exponential moving average of the weights (0 = off): what is validated and saved.
     ema_decay: float = 0.0
     aux_weight: float = 0.4
+    # The labelled pixels' loss: "cross_entropy" (official) or "ohem" (cross-entropy over the
+    # hard pixels only: true class below ohem_threshold, at least ohem_min_kept a batch), the
+    # usual choice for CamVid's small classes (PaddleSeg's and mmseg's real-time recipes).
+    label_loss: str = "cross_entropy"
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 40000
     lr_multiplier: float = 10.0  # on DAPPM and the heads
     workers: int = 2
     log_interval: int = 10

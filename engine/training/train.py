@@ -74,14 +74,23 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return (config.lr - config.min_lr) * (1.0 - min(progress, 1.0)) + config.min_lr
 
 
-def segmentation_loss(outputs, labels: torch.Tensor, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+def segmentation_loss(
+    outputs, labels: torch.Tensor, aux_weight: float, hard_pixels: HardPixels | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on main (weight 1) and aux (aux_weight) logits over the labelled
-    pixels; returns (total, main). 0 for a batch without labels (unlabelled images)."""
+    pixels, or over their hard ones only (`hard_pixels`, OHEM); returns (total, main).
+    0 for a batch without labels (unlabelled images)."""
     logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-    main = labelled_cross_entropy(logits, labels)
+
+    def loss_of(head_logits: torch.Tensor) -> torch.Tensor:
+        if hard_pixels is None:
+            return labelled_cross_entropy(head_logits, labels)
+        return hard_pixel_cross_entropy(head_logits, labels, hard_pixels)
+
+    main = loss_of(logits)
     if aux_logits is None:
         return main, main
-    return main + aux_weight * labelled_cross_entropy(aux_logits, labels), main
+    return main + aux_weight * loss_of(aux_logits), main
 
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -89,6 +98,49 @@ def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.
     where F.cross_entropy's mean would be 0/0."""
     summed = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return summed / (labels != IGNORE_INDEX).sum().clamp_min(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class HardPixels:
+    """Online hard example mining (OHEM, the pixels PaddleSeg's OhemCrossEntropyLoss
+    keeps): only labelled pixels whose true class gets probability below `threshold`
+    count, and at least the `min_kept` least certain ones per batch.
+
+    Unlike PaddleSeg, the kept pixels' sum is divided by every labelled pixel, not by the
+    kept ones: the term keeps cross-entropy's scale, so a recipe's balance with the
+    teacher's KL does not move tenfold. Why: on 8 CamVid frames the shipped Slim finds 8%
+    of the labelled pixels hard, and the mean over them is 1.22 against cross-entropy's
+    0.12 (Pole 82% hard, SignSymbol 57%, Road 2%)."""
+
+    threshold: float = 0.7
+    min_kept: int = 40000
+
+
+def hard_pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, hard: HardPixels) -> torch.Tensor:
+    """Cross-entropy summed over the batch's hard labelled pixels, divided by all labelled
+    pixels (see `HardPixels`); 0 (still in the graph) without labels.
+    logits (N, K, H, W), labels (N, H, W)."""
+    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    labelled = labels != IGNORE_INDEX
+    with torch.no_grad():
+        # The true class's probability is exp(-CE); void pixels never count.
+        true_prob = torch.where(labelled, torch.exp(-per_pixel), torch.full_like(per_pixel, 2.0))
+        kept = true_prob < hard.threshold
+        count = int(labelled.sum())
+        if int(kept.sum()) < min(hard.min_kept, count):
+            kth = torch.kthvalue(true_prob.flatten(), min(hard.min_kept, count)).values
+            kept = true_prob <= kth
+        kept &= labelled
+    return (per_pixel * kept).sum() / labelled.sum().clamp_min(1)
+
+
+def hard_pixels_for(config: TrainConfig) -> HardPixels | None:
+    """The OHEM setting `config.label_loss` asks for; None for plain cross-entropy."""
+    if config.label_loss == "cross_entropy":
+        return None
+    if config.label_loss == "ohem":
+        return HardPixels(config.ohem_threshold, config.ohem_min_kept)
+    raise ValueError(f"label_loss must be 'cross_entropy' or 'ohem', not {config.label_loss!r}")
 
 
 @torch.no_grad()
@@ -255,6 +307,7 @@ def load_backbone(model: RTFormer, path: str | Path) -> list[str]:
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        self.hard_pixels = hard_pixels_for(config)
         self.rank, self.world_size = distributed_setup()
         self.device = pick_device(config.device, self.rank)
         self.output = Path(config.output)
@@ -454,7 +507,7 @@ class Trainer:
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
             with sync, self.loop.autocast():
                 outputs = self.network(images)
-                loss, _ = segmentation_loss(outputs, labels, self.config.aux_weight)
+                loss, _ = segmentation_loss(outputs, labels, self.config.aux_weight, self.hard_pixels)
                 if targets is not None:
                     loss = loss + self.config.distill_weight * self.distill(outputs, labels, targets)
                 self.loop.backward(loss, self.config.grad_accum)
