@@ -8,15 +8,16 @@ one process through `Segmenter.infer_labels` on a CamVid frame at 360x480.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
-import time
 from pathlib import Path
 from unittest import mock
 
 import cv2
 
 import engine.runtime.backends as backends
+from engine.commands.bench import interleaved
 from engine.runtime.segmenter import Segmenter
 
 CHOICES = ("bf16 float parts", "fp32 float parts + reduction")
@@ -42,15 +43,8 @@ def segmenters(checkpoint: str) -> dict[str, Segmenter]:
 def compare(checkpoint: str, frame, rounds: int) -> dict:
     runners = segmenters(checkpoint)
     first, second = (runner.infer_labels(frame) for runner in runners.values())
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for runner in runners.values():
-        for _ in range(10):
-            runner.infer_labels(frame)
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            runner.infer_labels(frame)
-            times[name].append(1000 * (time.perf_counter() - start))
+    calls = {name: functools.partial(runner.infer_labels, frame) for name, runner in runners.items()}
+    times = interleaved(calls, rounds, warmup=10)
     medians = {name: round(statistics.median(values), 2) for name, values in times.items()}
     return {
         "median_ms": medians,

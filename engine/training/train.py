@@ -131,7 +131,7 @@ def hard_pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, hard: H
             kth = torch.kthvalue(true_prob.flatten(), min(hard.min_kept, count)).values
             kept = true_prob <= kth
         kept &= labelled
-    return (per_pixel * kept).sum() / labelled.sum().clamp_min(1)
+    return (per_pixel * kept).sum() / max(count, 1)
 
 
 def hard_pixels_for(config: TrainConfig) -> HardPixels | None:
