@@ -69,6 +69,7 @@ class TrainConfig:
     # Augmentation against one dataset's look (probabilities; 0 = off): see engine.training.data.TrainTransform.
     stretch: float = 0.0
     sky_prob: float = 0.0
+    shadow_prob: float = 0.0
     hue_prob: float = 0.0
     gamma_prob: float = 0.0
     grayscale_prob: float = 0.0

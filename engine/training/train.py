@@ -629,6 +629,7 @@ def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
         stretch=config.stretch,
         sky_prob=config.sky_prob,
         sky_class=sky,
+        shadow_prob=config.shadow_prob,
         hue_prob=config.hue_prob,
         gamma_prob=config.gamma_prob,
         grayscale_prob=config.grayscale_prob,
