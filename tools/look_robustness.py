@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="test")
+    parser.add_argument("--looks", nargs="+", choices=list(LOOKS), default=list(LOOKS))
     parser.add_argument("-o", "--output")
     args = parser.parse_args()
 
@@ -45,14 +46,17 @@ def main() -> None:
     height, width = dataset.load(0)[1].shape
     results: dict[str, dict[str, float]] = {}
     models = {path: load_checkpoint(path)[0].eval() for path in args.checkpoints}
-    for look, probabilities in LOOKS.items():
+    for look in args.looks:
+        probabilities = LOOKS[look]
         dataset.transform = TrainTransform(
             (height, width), (1.0, 1.0), flip=False, jitter=0.0, seed=123, sky_class=0, **probabilities
         )
         for path, model in models.items():
-            miou = evaluate(model, dataset, progress=False).miou
-            results.setdefault(path, {})[look] = round(miou, 2)
-            print(f"{look:<28} {Path(path).name:<40} {miou:6.2f}", flush=True)
+            result = evaluate(model, dataset, progress=False)
+            results.setdefault(path, {})[look] = round(result.miou, 2)
+            road = result.class_iou["Road"]
+            results[path][f"{look} (Road IoU)"] = round(road, 2)
+            print(f"{look:<28} {Path(path).name:<40} {result.miou:6.2f}  Road IoU {road:5.1f}", flush=True)
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
