@@ -10,7 +10,14 @@ from engine.commands.cli import main
 from engine.model.checkpoint import read_checkpoint_info
 from engine.model.classes import CAMVID
 from engine.training.config import TrainConfig
-from engine.training.data import IGNORE_INDEX, DatasetError, TrainTransform, cast_shadows, unlabelled_folder
+from engine.training.data import (
+    IGNORE_INDEX,
+    DatasetError,
+    TrainTransform,
+    cast_shadows,
+    distrust_when_dark,
+    unlabelled_folder,
+)
 from engine.training.distill import class_weight_vector, distillation_loss
 from engine.training.espnetv2 import ESPNetv2Segmentation
 from engine.training.loop import read_log
@@ -211,6 +218,22 @@ def test_shadows_change_the_image_only_and_only_when_drawn():
         assert torch.equal(label_a, label_b) and torch.equal(soft_a, soft_b)
         assert (image_b < image_a - 1e-4).any()
         assert torch.equal(never(image, label, key, soft)[0], image_a)  # other streams untouched
+
+
+def test_dark_pixels_lose_only_the_distrusted_classes_targets():
+    image = np.full((4, 6, 3), 200, np.uint8)
+    image[:, :3] = 20  # the left half is dark
+    soft = np.zeros((4, 6, 3), np.uint8)
+    soft[:2, :, 2] = 250  # top rows: the teacher says class 2 ("Car")
+    soft[2:, :, 0] = 250  # bottom rows: class 0
+    out = distrust_when_dark(image, soft, (2,), 40)
+    assert (out[:2, :3] == 0).all()  # dark and class 2: no teacher
+    assert np.array_equal(out[:2, 3:], soft[:2, 3:])  # class 2 where lit: kept
+    assert np.array_equal(out[2:], soft[2:])  # dark but another class: kept
+    transform = TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0, dark_distrust=(2,))
+    label = np.full((4, 6), IGNORE_INDEX, np.uint8)
+    _, _, targets = transform(image, label, 0, soft)
+    assert (targets.sum(dim=0) == 0).sum() == 6
 
 
 def test_unlabelled_folder_fits_frames_to_the_model_size_with_every_pixel_ignored(unlabelled_root, tmp_path):

@@ -87,6 +87,10 @@ class TrainConfig:
     distill_temperature: float = 1.0
     distill_labelled_weight: float = 1.0  # on pixels that have a label (1 = like every other pixel)
     distill_class_weights: dict = field(default_factory=dict)  # class name -> weight, by the teacher's class
+    # Classes the teacher is not believed about on pixels darker than distill_dark_level
+    # (grey, 0-255): there its targets are dropped (engine.training.data.distrust_when_dark).
+    distill_dark_distrust: tuple[str, ...] = ()
+    distill_dark_level: int = 40
     unlabelled: tuple[str, ...] = ()  # image folders trained on under the teacher alone
 
     def replace(self, **values) -> TrainConfig:

@@ -177,9 +177,21 @@ def save_array(array: np.ndarray, path: Path) -> None:
     temporary.replace(path)
 
 
+def check_class_names(names: Sequence[str], given, option: str) -> None:
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ValueError(f"{option} names unknown classes {unknown}; classes are {list(names)}")
+
+
+def class_indices(
+    names: Sequence[str], chosen: Sequence[str], option: str = "distill_dark_distrust"
+) -> list[int]:
+    """The positions of the `chosen` class names in `names`; unknown names are errors."""
+    check_class_names(names, chosen, option)
+    return [list(names).index(name) for name in chosen]
+
+
 def class_weight_vector(names: Sequence[str], weights: dict[str, float]) -> torch.Tensor:
     """Per-class distillation weights (1 unless named) in `names` order; unknown names are errors."""
-    unknown = sorted(set(weights) - set(names))
-    if unknown:
-        raise ValueError(f"distill_class_weights names unknown classes {unknown}; classes are {list(names)}")
+    check_class_names(names, weights, "distill_class_weights")
     return torch.tensor([float(weights.get(name, 1.0)) for name in names])

@@ -52,6 +52,7 @@ from engine.training.data import (
 )
 from engine.training.distill import (
     TeacherTargets,
+    class_indices,
     class_weight_vector,
     distillation_loss,
     is_committee,
@@ -636,6 +637,8 @@ def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
         blur_prob=config.blur_prob,
         noise_prob=config.noise_prob,
         jpeg_prob=config.jpeg_prob,
+        dark_distrust=tuple(class_indices(classes.names, config.distill_dark_distrust)),
+        dark_level=config.distill_dark_level,
     )
 
 
