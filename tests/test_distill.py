@@ -236,6 +236,17 @@ def test_dark_pixels_lose_only_the_distrusted_classes_targets():
     assert (targets.sum(dim=0) == 0).sum() == 6
 
 
+def test_the_dark_rule_is_refused_where_it_could_not_act(camvid_root, teacher_file, tmp_path):
+    for values in (dict(teacher_targets="online"), dict(teacher="")):
+        config = distill_config(
+            camvid_root, tmp_path / "run", teacher_file, distill_dark_distrust=("Car",), **values
+        )
+        with pytest.raises(ValueError, match="cached targets"):
+            Trainer(config)
+    with pytest.raises(ValueError, match="unknown classes"):
+        Trainer(distill_config(camvid_root, tmp_path / "run", teacher_file, distill_dark_distrust=("Lorry",)))
+
+
 def test_unlabelled_folder_fits_frames_to_the_model_size_with_every_pixel_ignored(unlabelled_root, tmp_path):
     frames = unlabelled_folder(unlabelled_root, CAMVID, (54, 72))
     image, label = frames.load(0)

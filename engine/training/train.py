@@ -402,6 +402,11 @@ class Trainer:
         """The teacher (online) or its cached answers, and the per-class weights."""
         config = self.config
         self.teacher, self.cached_targets, self.class_weights = None, None, None
+        if config.distill_dark_distrust and (not config.teacher or config.teacher_targets != "cached"):
+            # The rule judges darkness on the frame as shot, which only cached targets keep beside them.
+            raise ValueError(
+                "distill_dark_distrust needs a teacher with cached targets (--teacher-targets cached)"
+            )
         if not config.teacher:
             return
         if self.classes.names != CAMVID.names:
