@@ -14,6 +14,7 @@ what a driver sees (the verges are Pavement, Tree or Fence).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -23,16 +24,14 @@ import numpy as np
 DEMO = "assets/demo-udacity-hmb-20fps.mp4"
 
 
-def read_frames(video: str, indices: list[int]) -> dict[int, np.ndarray]:
-    """BGR frames of `video` at `indices` (decoded in order; the clip is short)."""
-    capture, frames, index = cv2.VideoCapture(video), {}, 0
-    while len(frames) < len(indices):
-        ok, frame = capture.read()
-        if not ok:
-            raise SystemExit(f"{video}: ended at frame {index}; asked for {max(indices)}")
-        if index in indices:
-            frames[index] = frame
-        index += 1
+def frames_at(video: str, indices: set[int]) -> dict[int, np.ndarray]:
+    """BGR frames of `video` at `indices`, decoded by the project's reader up to the last one."""
+    from engine.media import read_frames
+
+    decoded = itertools.islice(read_frames(video), max(indices) + 1)
+    frames = {index: frame for index, (frame, _) in enumerate(decoded) if index in indices}
+    if len(frames) < len(indices):
+        raise SystemExit(f"{video}: has {len(frames)} of the frames asked for ({sorted(indices)})")
     return frames
 
 
@@ -49,15 +48,15 @@ def main() -> None:
     args = parser.parse_args()
     from engine.runtime import Segmenter
 
-    frames = read_frames(args.video, sorted(set(args.frames) | {args.image_frame}))
+    frames = frames_at(args.video, set(args.frames) | {args.image_frame})
     results, tiles = {}, []
     for path in args.checkpoints:
         segmenter = Segmenter(path, args.backend, "cpu", args.precision)
         road, car = segmenter.class_names.index("Road"), segmenter.class_names.index("Car")
+        labels = {index: segmenter.predict(frame) for index, frame in frames.items()}
         shares = []
         for index in args.frames:
-            labels = segmenter.predict(frames[index])
-            lower = labels[2 * labels.shape[0] // 3 :]
+            lower = labels[index][2 * labels[index].shape[0] // 3 :]
             shares.append((float(np.mean(lower == road)) * 100, float(np.mean(lower == car)) * 100))
         road_share, car_share = np.mean(shares, axis=0)
         results[path] = {"road": round(road_share, 1), "car": round(car_share, 1), "per_frame": shares}
@@ -65,8 +64,7 @@ def main() -> None:
             f"{Path(path).name:<44} lower third: Road {road_share:5.1f}%  Car {car_share:5.1f}%", flush=True
         )
         if args.image:
-            frame = frames[args.image_frame]
-            tiles.append(segmenter.overlay(frame, segmenter.predict(frame)))
+            tiles.append(segmenter.overlay(frames[args.image_frame], labels[args.image_frame]))
     if args.image:
         cv2.imwrite(args.image, np.concatenate(tiles, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 85])
     if args.output:

@@ -183,9 +183,7 @@ def check_class_names(names: Sequence[str], given, option: str) -> None:
         raise ValueError(f"{option} names unknown classes {unknown}; classes are {list(names)}")
 
 
-def class_indices(
-    names: Sequence[str], chosen: Sequence[str], option: str = "distill_dark_distrust"
-) -> list[int]:
+def class_indices(names: Sequence[str], chosen: Sequence[str], option: str) -> list[int]:
     """The positions of the `chosen` class names in `names`; unknown names are errors."""
     check_class_names(names, chosen, option)
     return [list(names).index(name) for name in chosen]

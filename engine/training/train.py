@@ -642,7 +642,9 @@ def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
         blur_prob=config.blur_prob,
         noise_prob=config.noise_prob,
         jpeg_prob=config.jpeg_prob,
-        dark_distrust=tuple(class_indices(classes.names, config.distill_dark_distrust)),
+        dark_distrust=tuple(
+            class_indices(classes.names, config.distill_dark_distrust, "distill_dark_distrust")
+        ),
         dark_level=config.distill_dark_level,
     )
 
