@@ -18,7 +18,7 @@ from engine.training.data import (
     distrust_when_dark,
     unlabelled_folder,
 )
-from engine.training.distill import class_weight_vector, distillation_loss
+from engine.training.distill import class_weight_vector, distillation_loss, distrust_dark_answers
 from engine.training.espnetv2 import ESPNetv2Segmentation
 from engine.training.loop import read_log
 from engine.training.train import Trainer, labelled_cross_entropy
@@ -236,13 +236,56 @@ def test_dark_pixels_lose_only_the_distrusted_classes_targets():
     assert (targets.sum(dim=0) == 0).sum() == 6
 
 
+def test_an_online_teachers_answers_lose_the_distrusted_classes_on_the_crops_dark_pixels():
+    image = np.full((4, 6, 3), 200, np.uint8)
+    image[:, :3] = 20  # the left half is dark
+    label = np.full((4, 6), IGNORE_INDEX, np.uint8)
+    transform = TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0, dark_distrust=(2,))
+    _, _, dark = transform(image, label, 0)  # no cached targets: the crop's dark pixels instead
+    assert dark.dtype == torch.bool and dark[:, :3].all() and not dark[:, 3:].any()
+    answers = torch.zeros(1, 3, 4, 6)
+    answers[0, 2, :2] = 0.9  # top rows: the teacher says class 2 ("Car")
+    answers[0, 0, 2:] = 0.9  # bottom rows: class 0
+    kept = distrust_dark_answers(answers, dark[None], (2,))
+    assert (kept[0, :, :2, :3] == 0).all()  # dark and class 2: no teacher
+    assert torch.equal(kept[0, :, :2, 3:], answers[0, :, :2, 3:])  # class 2 where lit: kept
+    assert torch.equal(kept[0, :, 2:], answers[0, :, 2:])  # dark but another class: kept
+    assert (
+        len(TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0)(image, label, 0)) == 2
+    )  # no rule, no mask
+
+
+def test_the_trainer_applies_the_dark_rule_to_an_online_teacher(
+    camvid_root, teacher_file, tmp_path, monkeypatch
+):
+    everything = tuple(CAMVID.names)  # every class distrusted, every pixel dark (< 256): nothing is taught
+    config = distill_config(
+        camvid_root,
+        tmp_path / "online",
+        teacher_file,
+        teacher_targets="online",
+        distill_dark_distrust=everything,
+        distill_dark_level=256,
+    )
+    trainer = Trainer(config)
+    seen = []
+    original = trainer.distill
+
+    def spy(outputs, labels, targets):
+        seen.append(float(targets.sum()))
+        return original(outputs, labels, targets)
+
+    monkeypatch.setattr(trainer, "distill", spy)
+    trainer.run(until=1)
+    assert seen == [0.0]
+
+
 def test_the_dark_rule_is_refused_where_it_could_not_act(camvid_root, teacher_file, tmp_path):
-    for values in (dict(teacher_targets="online"), dict(teacher="")):
-        config = distill_config(
-            camvid_root, tmp_path / "run", teacher_file, distill_dark_distrust=("Car",), **values
-        )
-        with pytest.raises(ValueError, match="cached targets"):
-            Trainer(config)
+    config = distill_config(
+        camvid_root, tmp_path / "run", teacher_file, distill_dark_distrust=("Car",), teacher=""
+    )
+    with pytest.raises(ValueError, match="needs --teacher"):
+        Trainer(config)
     with pytest.raises(ValueError, match="unknown classes"):
         Trainer(distill_config(camvid_root, tmp_path / "run", teacher_file, distill_dark_distrust=("Lorry",)))
 

@@ -94,6 +94,15 @@ def test_training_writes_weights_log_and_curves(data_root, tmp_path):
     assert read_checkpoint_info(run / "best.safetensors").metrics["val_split"] == "val"
 
 
+def test_intervals_of_zero_mean_only_at_the_end(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(data_root, run, log_interval=0, eval_interval=0, checkpoint_interval=0)).run()
+    entries = read_log(run / "log.jsonl")
+    assert [e["step"] for e in entries if "loss" in e] == [6]  # logged once, at the end
+    assert [e["step"] for e in entries if "val_miou" in e] == [6]  # validated once, at the end
+    assert (run / "train_state.pt").is_file() and (run / "last.safetensors").is_file()
+
+
 def test_cli_train_reads_a_config_file_and_overrides(data_root, tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text(

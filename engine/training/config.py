@@ -44,7 +44,7 @@ class TrainConfig:
     ohem_min_kept: int = 40000
     lr_multiplier: float = 10.0  # on DAPPM and the heads
     workers: int = 2
-    log_interval: int = 10
+    log_interval: int = 10  # steps; 0 for none of these until the end of the run
     eval_interval: int = 1000
     checkpoint_interval: int = 250
     max_minutes: float = 0.0  # stop cleanly (state saved) after this wall time; 0 = no limit
@@ -88,7 +88,8 @@ class TrainConfig:
     distill_labelled_weight: float = 1.0  # on pixels that have a label (1 = like every other pixel)
     distill_class_weights: dict = field(default_factory=dict)  # class name -> weight, by the teacher's class
     # Classes the teacher is not believed about on pixels darker than distill_dark_level
-    # (grey, 0-255): there its targets are dropped (engine.training.data.distrust_when_dark).
+    # (grey, 0-255): there its targets are dropped (engine.training.data.distrust_when_dark;
+    # an online teacher's answers: engine.training.distill.distrust_dark_answers).
     distill_dark_distrust: tuple[str, ...] = ()
     distill_dark_level: int = 40
     unlabelled: tuple[str, ...] = ()  # image folders trained on under the teacher alone

@@ -315,7 +315,9 @@ class TrainTransform:
     training stream), so resumed runs and any number of workers agree exactly.
     Teacher targets (`soft`, (H, W, K) uint8 probabilities) get the same geometry as
     the image; photometric changes never touch them: the student learns to give the
-    clean frame's answer on the altered one.
+    clean frame's answer on the altered one. With `dark_distrust`, those targets lose the
+    named classes on dark pixels; without targets (an online teacher), the sample carries
+    the crop's dark pixels (H, W) bool instead, for the trainer to apply the same rule.
     """
 
     crop_size: tuple[int, int] = (512, 1024)  # (H, W)
@@ -345,8 +347,12 @@ class TrainTransform:
         if self.flip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
             soft = soft[:, ::-1] if soft is not None else None
-        if soft is not None and self.dark_distrust:  # judged on the frame as shot, before any look change
-            soft = distrust_when_dark(image, soft, self.dark_distrust, self.dark_level)
+        dark = None
+        if self.dark_distrust:  # judged on the frame as shot, before any look change
+            if soft is not None:
+                soft = distrust_when_dark(image, soft, self.dark_distrust, self.dark_level)
+            else:  # an online teacher answers later, on the altered crop: the trainer drops them
+                dark = torch.from_numpy(dark_pixels(image, self.dark_level))
         # A stream of its own: adding look changes leaves the geometry of every sample as it was.
         look = np.random.default_rng([self.seed, key, 2])
         image = np.ascontiguousarray(image)
@@ -358,9 +364,9 @@ class TrainTransform:
         image = self.distort_colour(image, rng)
         image = self.camera_effects(image, look)
         tensors = normalize(image), torch.from_numpy(label.astype(np.int64))
-        if soft is None:
-            return tensors
-        return (*tensors, torch.from_numpy(np.ascontiguousarray(soft.transpose(2, 0, 1))))
+        if soft is not None:
+            return (*tensors, torch.from_numpy(np.ascontiguousarray(soft.transpose(2, 0, 1))))
+        return tensors if dark is None else (*tensors, dark)
 
     def random_scale(self, image, label, rng, soft=None):
         low, high = self.scale_range
@@ -462,6 +468,11 @@ def replace_sky(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) ->
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def dark_pixels(image: np.ndarray, level: int) -> np.ndarray:
+    """(H, W) bool: the pixels of `image` (RGB) darker than `level` grey levels."""
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) < level
+
+
 def distrust_when_dark(
     image: np.ndarray, soft: np.ndarray, classes: tuple[int, ...], level: int
 ) -> np.ndarray:
@@ -475,8 +486,7 @@ def distrust_when_dark(
     shadow run: Car on the demo's shadowed road 43.7% -> 17.7% in 800 steps
     (tools/shadowed_road.py), CamVid test level (50.82 -> 50.95).
     """
-    dark = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) < level
-    doubted = dark & np.isin(soft.argmax(axis=2), classes)
+    doubted = dark_pixels(image, level) & np.isin(soft.argmax(axis=2), classes)
     if not doubted.any():
         return soft
     soft = soft.copy()

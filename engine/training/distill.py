@@ -72,6 +72,17 @@ def distillation_loss(
     return temperature**2 * (divergence * weights).sum() / count
 
 
+def distrust_dark_answers(targets: torch.Tensor, dark: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """An online teacher's probabilities (N, K, H, W) with no teacher (all zeros, as
+    padding) on the `dark` (N, H, W) pixels whose most likely class is one of `classes`:
+    the cached targets' rule (`engine.training.data.distrust_when_dark`) for a teacher that
+    answers on every crop. Darkness is judged on the crop before its look changed
+    (`TrainTransform`), the teacher's answer on the crop the student sees."""
+    wanted = torch.as_tensor(list(classes), dtype=torch.long, device=targets.device)
+    doubted = dark.to(targets.device) & torch.isin(targets.argmax(dim=1), wanted)
+    return targets * (~doubted).unsqueeze(1).to(targets.dtype)
+
+
 class TeacherTargets:
     """The teacher's CamVid probabilities for every sample of a training dataset, cached
     as uint8 (H, W, K) .npy files keyed by image path, teacher file and scale.

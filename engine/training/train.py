@@ -55,6 +55,7 @@ from engine.training.distill import (
     class_indices,
     class_weight_vector,
     distillation_loss,
+    distrust_dark_answers,
     is_committee,
 )
 from engine.training.espnetv2 import load_teacher
@@ -402,11 +403,8 @@ class Trainer:
         """The teacher (online) or its cached answers, and the per-class weights."""
         config = self.config
         self.teacher, self.cached_targets, self.class_weights = None, None, None
-        if config.distill_dark_distrust and (not config.teacher or config.teacher_targets != "cached"):
-            # The rule judges darkness on the frame as shot, which only cached targets keep beside them.
-            raise ValueError(
-                "distill_dark_distrust needs a teacher with cached targets (--teacher-targets cached)"
-            )
+        if config.distill_dark_distrust and not config.teacher:
+            raise ValueError("distill_dark_distrust drops a teacher's answers: it needs --teacher")
         if not config.teacher:
             return
         if self.classes.names != CAMVID.names:
@@ -456,15 +454,15 @@ class Trainer:
                     until = min(until, config.iters)
                     bar.total = config.iters
                     bar.refresh()
-            if self.step % config.log_interval == 0 or self.step == until:
+            if every(config.log_interval, self.step) or self.step == until:
                 speed = window_images / max(time.monotonic() - window_start, 1e-9)
                 mean_loss = float(np.mean(window_loss))
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
                 self.log({"step": self.step, "loss": mean_loss, "lr": lr, "images_per_s": speed})
                 window_start, window_images, window_loss = time.monotonic(), 0, []
-            if self.val_set is not None and config.eval_interval and self.step % config.eval_interval == 0:
+            if self.val_set is not None and every(config.eval_interval, self.step):
                 self.validate()
-            if self.step % config.checkpoint_interval == 0:
+            if every(config.checkpoint_interval, self.step):
                 self.save_state()
             if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
                 self.say(f"time limit reached at step {self.step}; continue with --resume")
@@ -472,7 +470,7 @@ class Trainer:
         bar.close()
         self.save_state()
         finished = self.step >= config.iters
-        validated_now = config.eval_interval and self.step % config.eval_interval == 0
+        validated_now = every(config.eval_interval, self.step)
         if finished and self.val_set is not None and not validated_now:
             self.validate()
         self.save_weights("last.safetensors")
@@ -509,6 +507,8 @@ class Trainer:
             if self.teacher is not None:
                 with torch.no_grad():
                     targets = self.teacher.probabilities(images)
+                if len(batch) > 2:  # the crops' dark pixels (distill_dark_distrust)
+                    targets = distrust_dark_answers(targets, batch[2], self.stream.transform.dark_distrust)
             last = micro == self.config.grad_accum - 1
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
             with sync, self.loop.autocast():
@@ -621,6 +621,12 @@ class Trainer:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def every(interval: int, step: int) -> bool:
+    """Whether `step` is one of every `interval` steps; an interval of 0 means never
+    (the end of the run still logs, validates and saves)."""
+    return interval > 0 and step % interval == 0
 
 
 def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
