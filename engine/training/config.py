@@ -44,7 +44,7 @@ class TrainConfig:
     ohem_min_kept: int = 40000
     lr_multiplier: float = 10.0  # on DAPPM and the heads
     workers: int = 2
-    log_interval: int = 10  # steps; 0 for none of these until the end of the run
+    log_interval: int = 10  # steps, for these three intervals; 0: only at the end of the run
     eval_interval: int = 1000
     checkpoint_interval: int = 250
     max_minutes: float = 0.0  # stop cleanly (state saved) after this wall time; 0 = no limit
