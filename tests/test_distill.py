@@ -15,7 +15,6 @@ from engine.training.data import (
     DatasetError,
     TrainTransform,
     cast_shadows,
-    distrust_when_dark,
     unlabelled_folder,
 )
 from engine.training.distill import class_weight_vector, distillation_loss, distrust_dark_answers
@@ -226,13 +225,14 @@ def test_dark_pixels_lose_only_the_distrusted_classes_targets():
     soft = np.zeros((4, 6, 3), np.uint8)
     soft[:2, :, 2] = 250  # top rows: the teacher says class 2 ("Car")
     soft[2:, :, 0] = 250  # bottom rows: class 0
-    out = distrust_when_dark(image, soft, (2,), 40)
+    transform = TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0, dark_level=40)
+    label = np.full((4, 6), IGNORE_INDEX, np.uint8)
+    _, _, cached, dark = transform(image, label, 0, soft)  # cached targets, then the dark pixels
+    targets = distrust_dark_answers(cached[None], dark[None], (2,))[0]
+    out = targets.permute(1, 2, 0).numpy()
     assert (out[:2, :3] == 0).all()  # dark and class 2: no teacher
     assert np.array_equal(out[:2, 3:], soft[:2, 3:])  # class 2 where lit: kept
     assert np.array_equal(out[2:], soft[2:])  # dark but another class: kept
-    transform = TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0, dark_distrust=(2,))
-    label = np.full((4, 6), IGNORE_INDEX, np.uint8)
-    _, _, targets = transform(image, label, 0, soft)
     assert (targets.sum(dim=0) == 0).sum() == 6
 
 
@@ -240,7 +240,7 @@ def test_an_online_teachers_answers_lose_the_distrusted_classes_on_the_crops_dar
     image = np.full((4, 6, 3), 200, np.uint8)
     image[:, :3] = 20  # the left half is dark
     label = np.full((4, 6), IGNORE_INDEX, np.uint8)
-    transform = TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0, dark_distrust=(2,))
+    transform = TrainTransform((4, 6), (1.0, 1.0), flip=False, jitter=0, dark_level=40)
     _, _, dark = transform(image, label, 0)  # no cached targets: the crop's dark pixels instead
     assert dark.dtype == torch.bool and dark[:, :3].all() and not dark[:, 3:].any()
     answers = torch.zeros(1, 3, 4, 6)

@@ -88,8 +88,8 @@ class TrainConfig:
     distill_labelled_weight: float = 1.0  # on pixels that have a label (1 = like every other pixel)
     distill_class_weights: dict = field(default_factory=dict)  # class name -> weight, by the teacher's class
     # Classes the teacher is not believed about on pixels darker than distill_dark_level
-    # (grey, 0-255): there its targets are dropped (engine.training.data.distrust_when_dark;
-    # an online teacher's answers: engine.training.distill.distrust_dark_answers).
+    # (grey, 0-255): there its targets, cached or online, are dropped
+    # (engine.training.distill.distrust_dark_answers).
     distill_dark_distrust: tuple[str, ...] = ()
     distill_dark_level: int = 40
     unlabelled: tuple[str, ...] = ()  # image folders trained on under the teacher alone

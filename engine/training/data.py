@@ -315,9 +315,9 @@ class TrainTransform:
     training stream), so resumed runs and any number of workers agree exactly.
     Teacher targets (`soft`, (H, W, K) uint8 probabilities) get the same geometry as
     the image; photometric changes never touch them: the student learns to give the
-    clean frame's answer on the altered one. With `dark_distrust`, those targets lose the
-    named classes on dark pixels; without targets (an online teacher), the sample carries
-    the crop's dark pixels (H, W) bool instead, for the trainer to apply the same rule.
+    clean frame's answer on the altered one. With `dark_level`, each sample also carries
+    its crop's dark pixels ((H, W) bool, last), judged before any look change, for the
+    trainer's dark rule on cached and online targets alike (`distrust_dark_answers`).
     """
 
     crop_size: tuple[int, int] = (512, 1024)  # (H, W)
@@ -337,8 +337,7 @@ class TrainTransform:
     blur_prob: float = 0.0  # Gaussian, sigma up to 1.5 px
     noise_prob: float = 0.0  # Gaussian sensor noise, sigma up to 8 grey levels
     jpeg_prob: float = 0.0  # re-encoded at quality 25-90
-    dark_distrust: tuple[int, ...] = ()  # classes whose teacher targets are dropped on dark pixels
-    dark_level: int = 40  # grey level below which a pixel is dark (distrust_when_dark)
+    dark_level: int | None = None  # grey level below which a pixel is dark; None: no mask
 
     def __call__(self, image: np.ndarray, label: np.ndarray, key: int, soft: np.ndarray | None = None):
         rng = np.random.default_rng([self.seed, key, 1])
@@ -347,12 +346,8 @@ class TrainTransform:
         if self.flip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
             soft = soft[:, ::-1] if soft is not None else None
-        dark = None
-        if self.dark_distrust:  # judged on the frame as shot, before any look change
-            if soft is not None:
-                soft = distrust_when_dark(image, soft, self.dark_distrust, self.dark_level)
-            else:  # an online teacher answers later, on the altered crop: the trainer drops them
-                dark = torch.from_numpy(dark_pixels(image, self.dark_level))
+        # Judged on the frame as shot, before any look change.
+        dark = dark_pixels(image, self.dark_level) if self.dark_level is not None else None
         # A stream of its own: adding look changes leaves the geometry of every sample as it was.
         look = np.random.default_rng([self.seed, key, 2])
         image = np.ascontiguousarray(image)
@@ -363,10 +358,12 @@ class TrainTransform:
         image = self.change_look(image, label, look)
         image = self.distort_colour(image, rng)
         image = self.camera_effects(image, look)
-        tensors = normalize(image), torch.from_numpy(label.astype(np.int64))
+        tensors = [normalize(image), torch.from_numpy(label.astype(np.int64))]
         if soft is not None:
-            return (*tensors, torch.from_numpy(np.ascontiguousarray(soft.transpose(2, 0, 1))))
-        return tensors if dark is None else (*tensors, dark)
+            tensors.append(torch.from_numpy(np.ascontiguousarray(soft.transpose(2, 0, 1))))
+        if dark is not None:
+            tensors.append(torch.from_numpy(dark))
+        return tuple(tensors)
 
     def random_scale(self, image, label, rng, soft=None):
         low, high = self.scale_range
@@ -471,27 +468,6 @@ def replace_sky(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) ->
 def dark_pixels(image: np.ndarray, level: int) -> np.ndarray:
     """(H, W) bool: the pixels of `image` (RGB) darker than `level` grey levels."""
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) < level
-
-
-def distrust_when_dark(
-    image: np.ndarray, soft: np.ndarray, classes: tuple[int, ...], level: int
-) -> np.ndarray:
-    """Teacher targets (H, W, K) with no teacher (all zeros, as padding) on the pixels of
-    `image` (RGB) darker than `level` whose most likely class is one of `classes`.
-
-    Why: the committee calls a shadowed road Car. On the drive's 47 frames where Car
-    covers over 30% of the road ahead, 76% of its Car pixels are darker than 40 grey
-    levels, against 46% on its other frames (session 17). Dropping those targets loses
-    some true dark cars too; CamVid's labels still teach them. Measured on Slim after a
-    shadow run: Car on the demo's shadowed road 43.7% -> 17.7% in 800 steps
-    (tools/shadowed_road.py), CamVid test level (50.82 -> 50.95).
-    """
-    doubted = dark_pixels(image, level) & np.isin(soft.argmax(axis=2), classes)
-    if not doubted.any():
-        return soft
-    soft = soft.copy()
-    soft[doubted] = 0
-    return soft
 
 
 def cast_shadows(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) -> np.ndarray:

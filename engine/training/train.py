@@ -403,7 +403,10 @@ class Trainer:
         """The teacher (online) or its cached answers, and the per-class weights."""
         config = self.config
         self.teacher, self.cached_targets, self.class_weights = None, None, None
-        if config.distill_dark_distrust and not config.teacher:
+        self.dark_classes = class_indices(
+            self.classes.names, config.distill_dark_distrust, "distill_dark_distrust"
+        )
+        if self.dark_classes and not config.teacher:
             raise ValueError("distill_dark_distrust drops a teacher's answers: it needs --teacher")
         if not config.teacher:
             return
@@ -502,13 +505,14 @@ class Trainer:
         total = 0.0
         for micro in range(self.config.grad_accum):
             batch = [tensor.to(self.device, non_blocking=True) for tensor in next(loader)]
-            images, labels = batch[:2]
-            targets = batch[2] if len(batch) > 2 else None
+            images, labels, *extras = batch
+            dark = extras.pop() if self.dark_classes else None  # the crops' dark pixels come last
+            targets = extras[0] if extras else None
             if self.teacher is not None:
                 with torch.no_grad():
                     targets = self.teacher.probabilities(images)
-                if len(batch) > 2:  # the crops' dark pixels (distill_dark_distrust)
-                    targets = distrust_dark_answers(targets, batch[2], self.stream.transform.dark_distrust)
+            if dark is not None:
+                targets = distrust_dark_answers(targets, dark, self.dark_classes)
             last = micro == self.config.grad_accum - 1
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
             with sync, self.loop.autocast():
@@ -648,10 +652,7 @@ def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
         blur_prob=config.blur_prob,
         noise_prob=config.noise_prob,
         jpeg_prob=config.jpeg_prob,
-        dark_distrust=tuple(
-            class_indices(classes.names, config.distill_dark_distrust, "distill_dark_distrust")
-        ),
-        dark_level=config.distill_dark_level,
+        dark_level=config.distill_dark_level if config.distill_dark_distrust else None,
     )
 
 
