@@ -82,7 +82,7 @@ def distrust_dark_answers(targets: torch.Tensor, dark: torch.Tensor, classes: Se
     levels, against 46% on its other frames (session 17). Dropping those targets loses
     some true dark cars too; CamVid's labels still teach them. Measured on Slim after a
     shadow run: Car on the demo's shadowed road 43.7% -> 17.7% in 800 steps
-    (tools/shadowed_road.py), CamVid test level (50.82 -> 50.95).
+    (tools/demo_faults.py), CamVid test level (50.82 -> 50.95).
     """
     wanted = torch.as_tensor(list(classes), dtype=torch.long, device=targets.device)
     doubted = dark.to(targets.device) & torch.isin(targets.argmax(dim=1), wanted)
