@@ -9,7 +9,7 @@ on the app's path:
 
     .venv/bin/python tools/demo_faults.py weights/rtformer-slim-camvid.safetensors \\
         runs/slim-new.safetensors -o runs/s19/demo-faults.json \\
-        --image weights/demo-0m12-slim-before-after.jpg
+        --image weights/demo-hills-before-after.jpg
 
 The demo clip is held out: this looks at it, nothing trains on it. With no labels, the
 figures are counts of known faults, not accuracies: Car on that road, and Building and
