@@ -43,9 +43,9 @@ def frames_at(video: str, indices: set[int]) -> dict[int, np.ndarray]:
     return frames
 
 
-def share(labels: np.ndarray, class_index: int) -> float:
-    """Percent of `labels` equal to `class_index`."""
-    return float(np.mean(labels == class_index)) * 100
+def share(labels: np.ndarray, classes: int | list[int]) -> float:
+    """Percent of `labels` in `classes` (one index or several)."""
+    return float(np.isin(labels, classes).mean()) * 100
 
 
 def shadowed_road(labels: dict[int, np.ndarray], names: list[str], frames: list[int]) -> dict:
@@ -62,7 +62,7 @@ def hills(labels: dict[int, np.ndarray], names: list[str], frames: list[int]) ->
     per_frame = [
         (
             share(labels[index], building),
-            float(np.isin(labels[index], people).mean()) * 100,
+            share(labels[index], people),
             share(labels[index], tree),
         )
         for index in frames

@@ -141,8 +141,9 @@ def recipe_fields(variant: str, recipe: str, distill_data: str) -> dict:
     if recipe != "distill":
         raise ValueError(f"recipe must be camvid or distill, not {recipe!r}")
     packed = Path(distill_data)
+    fields = read_config_file(configs / f"{variant}-distill.toml")
     return {
-        **read_config_file(configs / f"{variant}-distill.toml"),
+        **fields,
         "unlabelled": [str(packed / "unlabelled")],
         "teacher": str(packed / DISTILL_TEACHER),
         "teacher_targets": "online",
@@ -151,7 +152,10 @@ def recipe_fields(variant: str, recipe: str, distill_data: str) -> dict:
         # On the Udacity drive ESPNetv2 calls 16.7% of the pixels Building (blown-out sky, sunlit
         # hills), 7.4% Pedestrian and 1.1% Bicyclist (tree trunks, shadows): 30 frames, session 19.
         # The shipped Slim learnt without those answers; CamVid's labels still teach the classes.
-        "distill_class_weights": {"Building": 0.0, "Pedestrian": 0.0, "Bicyclist": 0.0, "Pole": 0.5},
+        "distill_class_weights": {
+            **fields.get("distill_class_weights", {}),
+            **{name: 0.0 for name in ("Building", "Pedestrian", "Bicyclist")},
+        },
         "batch_size": 16,
         "crop_size": [360, 480],
         "log_interval": 50,
