@@ -142,19 +142,21 @@ def recipe_fields(variant: str, recipe: str, distill_data: str) -> dict:
         raise ValueError(f"recipe must be camvid or distill, not {recipe!r}")
     packed = Path(distill_data)
     fields = read_config_file(configs / f"{variant}-distill.toml")
+    # The shipped files' recipe owns which teacher answers are not believed: Car on dark pixels
+    # (every teacher calls a sunlit road in tree shadow Car) and Building, Pedestrian and
+    # Bicyclist (on the Udacity drive ESPNetv2 calls 16.7% of the pixels Building, 7.4%
+    # Pedestrian, 1.1% Bicyclist: blown-out sky, sunlit hills, tree trunks; weights/README.md).
+    shipped = read_config_file(configs / f"{variant}-distill-drive-distrust.toml")
     return {
         **fields,
         "unlabelled": [str(packed / "unlabelled")],
         "teacher": str(packed / DISTILL_TEACHER),
         "teacher_targets": "online",
-        # Every teacher calls a sunlit road in tree shadow Car; the shipped files drop it (weights/README.md).
-        "distill_dark_distrust": ["Car"],
-        # On the Udacity drive ESPNetv2 calls 16.7% of the pixels Building (blown-out sky, sunlit
-        # hills), 7.4% Pedestrian and 1.1% Bicyclist (tree trunks, shadows): 30 frames, session 19.
-        # The shipped Slim learnt without those answers; CamVid's labels still teach the classes.
+        "distill_dark_distrust": shipped["distill_dark_distrust"],
+        "distill_dark_level": shipped["distill_dark_level"],
         "distill_class_weights": {
             **fields.get("distill_class_weights", {}),
-            **{name: 0.0 for name in ("Building", "Pedestrian", "Bicyclist")},
+            **shipped["distill_class_weights"],
         },
         "batch_size": 16,
         "crop_size": [360, 480],
