@@ -420,10 +420,12 @@ class ModelRequest:
     name: str  # "RTFormer-Slim", or the checkpoint's file name
     checkpoint: Path
     backend: str  # the Backend menu's label
+    input_scale: float = 1.0  # the Input size menu's: each side of the model's input size times this
 
     @property
     def description(self) -> str:
-        return f"{self.name} on {self.backend}"
+        size = "" if self.input_scale == 1.0 else f" at {self.input_scale:.0%} input size"
+        return f"{self.name} on {self.backend}{size}"
 
 
 @dataclass(frozen=True)

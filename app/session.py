@@ -38,6 +38,7 @@ from engine.media import VideoError
 from engine.resources import demo_video, recordings_dir
 from engine.runtime import (
     BACKEND_CHOICES,
+    INPUT_SCALES,
     BackendChoice,
     Segmenter,
     StallReport,
@@ -144,6 +145,7 @@ class Session:
         self.checkpoint: Path | None = None
         self.requested: ModelRequest | None = None  # the model last asked for
         self.backend_choice = self.restored_backend()  # the active model's backend, once one runs
+        self.input_scale = self.restored_input_scale()  # the active model's, once one runs
         self.results_seen = 0
         # Called with each Result once shown. Plain callables, not a Signal: in PySide6 6.12.0
         # every Python-side emit() takes a reference to True it never gave (see app/services.py).
@@ -223,11 +225,26 @@ class Session:
         if request is not None:
             self.load_model(request.checkpoint, request.name, choice)
 
-    def load_model(self, checkpoint: Path, name: str, choice: BackendChoice | None = None) -> None:
+    def choose_input_scale(self, scale: float) -> None:
+        """Reload the current model fitting frames into its input size times `scale`; the
+        menus follow once it runs (or roll back)."""
+        model = self.inference.model
+        request = model.request if model is not None else self.requested
+        if request is not None:
+            self.load_model(request.checkpoint, request.name, input_scale=scale)
+
+    def load_model(
+        self,
+        checkpoint: Path,
+        name: str,
+        choice: BackendChoice | None = None,
+        input_scale: float | None = None,
+    ) -> None:
         """Load in the background; the stream keeps running on the current model. Nothing
         (menus, settings) records the new choice until the new model has run."""
         choice = choice or self.backend_choice
-        self.requested = request = ModelRequest(name, Path(checkpoint), choice.label)
+        scale = self.input_scale if input_scale is None else input_scale
+        self.requested = request = ModelRequest(name, Path(checkpoint), choice.label, scale)
         # INT8 is calibrated on the bundled frames (engine.runtime.artifacts.default_calibration):
         # the model card measures that model, and it is built once and cached.
         # The first time on a machine, auto builds INT8 models and times the candidates:
@@ -238,7 +255,7 @@ class Session:
         self.view.show_status(f"loading {request.description}{first_time}...", 0)
 
         def factory() -> Segmenter:
-            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision)
+            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision, input_scale=scale)
 
         self.inference.load_model(factory, request)
 
@@ -247,8 +264,10 @@ class Session:
         request, segmenter = model.request, model.segmenter
         self.model_name, self.checkpoint = request.name, request.checkpoint
         self.backend_choice = next(c for c in BACKEND_CHOICES if c.label == request.backend)
+        self.input_scale = request.input_scale
         self.settings.setValue("checkpoint", str(self.checkpoint))
         self.settings.setValue("backend", self.backend_choice.label)
+        self.settings.setValue("input_scale", self.input_scale)
         self.view.model_changed()
         self.view.show_status(f"{self.model_name} ready on {segmenter.description}")
 
@@ -261,6 +280,15 @@ class Session:
     def running_backend(self) -> str | None:
         """The label of the backend that runs now, if a model does."""
         return self.backend_choice.label if self.inference.model is not None else None
+
+    def running_input_scale(self) -> float | None:
+        """The input scale of the model that runs now, if one does."""
+        return self.input_scale if self.inference.model is not None else None
+
+    def restored_input_scale(self) -> float:
+        """The stored input scale when it is one the menu offers, else the model's own size."""
+        stored = read_setting(self.settings, "input_scale", 1.0, float)
+        return next((scale for scale in INPUT_SCALES if abs(scale - stored) < 1e-6), 1.0)
 
     def restored_backend(self) -> BackendChoice:
         """The stored backend choice when it is still available here, else the default."""
@@ -308,6 +336,9 @@ class Session:
         if segmenter is not None:
             lines.append(f"model: {self.model_name}")
             lines.append(f"backend: {segmenter.description}")
+            if segmenter.preprocessor.size is not None:  # once a frame went through
+                height, width = segmenter.preprocessor.size
+                lines.append(f"input: {height}x{width} ({segmenter.input_scale:.0%} of the model's size)")
         if self.inference.loading:
             lines.append("loading a model...")
         return "\n".join(lines)

@@ -33,7 +33,7 @@ from app.session import Session, read_flag, read_setting, variant_name
 from app.sources import CameraSource, FakeCamera, FrameSource
 from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, shipped_weights
-from engine.runtime import VIEWS, available
+from engine.runtime import INPUT_SCALES, VIEWS, available
 
 log = logging.getLogger("rtformer.app")
 
@@ -228,6 +228,7 @@ class MainWindow(QMainWindow):
             self.model_actions[variant] = action
         model_menu.addSeparator()
         self._action(model_menu, "Load &checkpoint...", self.load_checkpoint_dialog)
+        self._build_input_size_menu(model_menu.addMenu("&Input size"))
 
         backend_menu = bar.addMenu("&Backend")
         backend_menu.setToolTipsVisible(True)
@@ -274,6 +275,22 @@ class MainWindow(QMainWindow):
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", self.show_help, "F1")
         self._action(help_menu, "System report (rtformer doctor)...", self.show_system_report)
+
+    def _build_input_size_menu(self, menu) -> None:
+        """The model's own input size, or fewer pixels for CPUs too slow for it."""
+        menu.setToolTipsVisible(True)
+        group = QActionGroup(self)
+        self.input_scale_actions: dict[float, QAction] = {}
+        for scale in INPUT_SCALES:
+            text = "&Full (the model's own size)" if scale == 1.0 else f"{scale:.0%} of each side"
+            action = self._action(menu, text, lambda s=scale: self.session.choose_input_scale(s))
+            action.setCheckable(True)
+            action.setToolTip(
+                "frames are fitted into the model's input size times this: fewer pixels run "
+                "faster on slow CPUs and miss more small things (BENCHMARKS.md, Smaller inputs)"
+            )
+            group.addAction(action)
+            self.input_scale_actions[scale] = action
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -458,6 +475,9 @@ class MainWindow(QMainWindow):
             action.setChecked(name == variant)
         for label, action in self.backend_actions.items():
             action.setChecked(label == backend)
+        scale = self.session.running_input_scale()
+        for value, action in self.input_scale_actions.items():
+            action.setChecked(value == scale)
         segmenter = self.session.inference.segmenter
         if segmenter is not None:
             self.fill_legend(segmenter.class_names, segmenter.info.palette)

@@ -188,6 +188,33 @@ def test_unavailable_backends_are_disabled_with_the_reason(window):
     assert window.backend_actions["ONNX Runtime CPU"].isEnabled()
 
 
+def test_the_input_size_menu_reloads_the_model_on_fewer_pixels_and_is_remembered(
+    qtbot, settings, weights, video
+):
+    first = MainWindow(settings, weights)
+    qtbot.addWidget(first)
+    first.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, first, 2)
+    assert first.input_scale_actions[1.0].isChecked() and not first.input_scale_actions[0.8].isChecked()
+    first.input_scale_actions[0.8].trigger()
+    qtbot.waitUntil(lambda: first.session.running_input_scale() == 0.8, timeout=TIMEOUT)
+    wait_for_results(qtbot, first, 2)
+    size = first.session.inference.segmenter.preprocessor.size
+    assert size == (80, 104) and first.session.result.labels.shape == size  # 96x128 fitted into 80% of it
+    assert first.input_scale_actions[0.8].isChecked() and not first.input_scale_actions[1.0].isChecked()
+    assert "input: 80x104 (80% of the model's size)" in first.session.readout_text()
+    first.close()
+    second = MainWindow(settings, weights)
+    qtbot.addWidget(second)
+    assert second.session.input_scale == 0.8  # the next run starts at the size chosen
+    second.close()
+    settings.setValue("input_scale", "0.5")  # not offered (a hand-edited file): the model's own size
+    third = MainWindow(settings, weights)
+    qtbot.addWidget(third)
+    assert third.session.input_scale == 1.0
+    third.close()
+
+
 def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first = MainWindow(settings, weights)
     qtbot.addWidget(first)

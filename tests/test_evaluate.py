@@ -87,6 +87,22 @@ def test_eval_cli_on_the_research_and_the_deployed_paths(tmp_path, capsys):
     assert main(["eval", str(checkpoint), "--data-root", str(root), "--dataset", "cityscapes"]) == 1
 
 
+def test_eval_cli_measures_a_smaller_input_on_the_apps_path_only(tmp_path, capsys):
+    from engine.commands.cli import main
+    from tests.synthetic import make_camvid, write_checkpoint
+
+    root = make_camvid(tmp_path / "CamVid", {"test": 2})
+    checkpoint = write_checkpoint(tmp_path / "slim.safetensors", input_size=(96, 128))
+    arguments = ["eval", str(checkpoint), "--data-root", str(root), "--input-scale", "0.75"]
+    assert main([*arguments, "--backend", "torch"]) == 0
+    output = capsys.readouterr()
+    assert "mIoU" in output.out and "at most 72x96 (75% of 96x128)" in output.err
+    assert main(arguments) == 1  # the research path has --scales instead
+    assert "add --backend" in capsys.readouterr().err
+    assert main([*arguments[:-1], "5", "--backend", "torch"]) == 1
+    assert "outside 0.1-2.0" in capsys.readouterr().err
+
+
 def test_deployed_evaluation_follows_the_apps_path_unless_exact_is_asked(tmp_path):
     import cv2
 

@@ -23,6 +23,7 @@ from engine.runtime.segmenter import (
     overlay,
     palette_lut,
     render,
+    scaled_input_size,
 )
 from engine.training.data import normalize
 from tests.synthetic import synthetic_frame, write_checkpoint
@@ -38,6 +39,26 @@ def test_input_size_keeps_the_aspect_ratio_in_multiples_of_8():
     assert model_input_size((360, 480), (360, 480)) == (360, 480)  # the size CamVid was trained at
     assert model_input_size((100, 130), None) == (96, 128)
     assert model_input_size((20, 20), None) == (64, 64)
+
+
+def test_a_smaller_input_scale_feeds_the_model_fewer_pixels_and_still_labels_the_whole_frame(
+    checkpoint, tmp_path
+):
+    assert scaled_input_size((360, 480), 0.8) == (288, 384)
+    assert scaled_input_size((360, 480), 2 / 3) == (240, 320)
+    with pytest.raises(ValueError, match="outside"):
+        scaled_input_size((360, 480), 0.0)
+    frame = synthetic_frame(128, 160)
+    full, smaller = Segmenter(checkpoint, "torch"), Segmenter(checkpoint, "torch", input_scale=0.75)
+    assert full.predict(frame).shape == smaller.predict(frame).shape == (128, 160)
+    assert full.preprocessor.size == (128, 160) and smaller.preprocessor.size == (96, 120)
+    assert tuple(smaller.infer_labels(synthetic_frame(256, 320)).shape[-2:]) == (
+        96,
+        120,
+    )  # fitted into the box
+    frame_sized = write_checkpoint(tmp_path / "any-size.safetensors", input_size=None)
+    with pytest.raises(ValueError, match="own size"):
+        Segmenter(frame_sized, "torch", input_scale=0.8)
 
 
 def test_preprocess_normalises_like_training_and_reuses_buffers():

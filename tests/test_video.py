@@ -60,6 +60,20 @@ def test_segment_writes_every_frame_with_the_input_timing(tmp_path, checkpoint, 
     assert "24 frame(s)" in capsys.readouterr().out
 
 
+def test_segment_at_a_smaller_input_scale_writes_full_size_frames_and_says_the_size(
+    tmp_path, checkpoint, capsys
+):
+    source = write_video(tmp_path / "in.mp4", frames=6, fps=12, size=(96, 128))
+    output = tmp_path / "out.mp4"
+    arguments = ["segment", str(source), "-o", str(output), "--checkpoint", str(checkpoint)]
+    assert main([*arguments, "--backend", "torch", "--input-scale", "0.75"]) == 0
+    assert "at most 72x96 (75% of 96x128)" in capsys.readouterr().err
+    frames = list(read_frames(output))
+    assert len(frames) == 6 and frames[0][0].shape == (96, 128, 3)
+    assert main([*arguments, "--input-scale", "0"]) == 1
+    assert "input scale 0 is outside 0.1-2.0" in capsys.readouterr().err
+
+
 def test_segment_stops_at_damage_and_still_writes_a_valid_file(tmp_path, checkpoint, capsys):
     source = write_video(tmp_path / "whole.mp4", frames=60, fps=15)
     data = source.read_bytes()

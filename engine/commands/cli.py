@@ -13,7 +13,7 @@ from engine.model.checkpoint import CheckpointError, read_checkpoint_info
 from engine.model.classes import CLASS_SETS
 from engine.model.rtformer import VARIANTS, build_model, count_parameters
 from engine.resources import shipped_weights
-from engine.runtime.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError
+from engine.runtime.segmenter import BACKENDS, DEVICES, PRECISIONS, VIEWS, BackendError, Segmenter
 from engine.runtime.watchdog import StallError
 from engine.training.data import DatasetError
 from engine.training.edgetpu_deeplab import MissingRuntime
@@ -89,15 +89,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"{args.dataset} has {dataset.classes.num_classes}"
         )
     if args.backend:  # the deployed path: a Segmenter on that backend and precision
-        from engine.runtime.segmenter import Segmenter
         from engine.training.evaluate import evaluate_segmenter
 
-        segmenter = Segmenter(
-            args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
-        )
-        print(f"evaluating on {segmenter.description}", file=sys.stderr)
+        segmenter = segmenter_from_args(args)
+        print(f"evaluating on {segmenter.description} {size_text(segmenter)}", file=sys.stderr)
         report = evaluate_segmenter(segmenter, dataset, exact=args.exact)
     else:  # the research path: PyTorch at full resolution, optional flip and scales
+        if args.input_scale != 1.0:
+            raise ValueError("--input-scale measures the app's path: add --backend (or use --scales)")
         device = pick_device(args.device, 0)
         model, _ = load_checkpoint(args.checkpoint, device)
         report = evaluate(model, dataset, device, scales=args.scales, flip=args.flip)
@@ -132,12 +131,9 @@ def cmd_eval_teacher(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from engine.runtime.segmenter import Segmenter
     from engine.training.probe import TeacherReference, list_frames, probe, side_by_side_writer
 
-    segmenter = Segmenter(
-        args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
-    )
+    segmenter = segmenter_from_args(args)
     reference = TeacherReference(args.teacher)
     names = segmenter.class_names
     if list(names) != list(CLASS_SETS["camvid"].names):
@@ -159,18 +155,14 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     from engine.commands.segment_files import segment_path
-    from engine.runtime.segmenter import Segmenter
 
-    segmenter = Segmenter(
-        args.checkpoint,
-        args.backend,
-        args.device,
-        args.precision,
-        calibration=args.calibration,
-        streams=args.streams,
-        cuda_graphs=False if args.no_cuda_graphs else None,
+    segmenter = segmenter_from_args(
+        args, streams=args.streams, cuda_graphs=False if args.no_cuda_graphs else None
     )
-    print(f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description}", file=sys.stderr)
+    print(
+        f"segmenting with RTFormer-{segmenter.info.variant} on {segmenter.description} {size_text(segmenter)}",
+        file=sys.stderr,
+    )
     report = segment_path(
         segmenter,
         args.input,
@@ -202,12 +194,9 @@ def cmd_flicker(args: argparse.Namespace) -> None:
                 json.dumps({"video": args.video, "labels": args.labels, **vars(report)}, indent=2) + "\n"
             )
         return
-    from engine.runtime.segmenter import Segmenter
     from engine.training.probe import TeacherReference
 
-    segmenter = Segmenter(
-        args.checkpoint, args.backend, args.device, args.precision, calibration=args.calibration
-    )
+    segmenter = segmenter_from_args(args)
     reference = TeacherReference(args.teacher) if args.teacher else None
     result = measure_video(
         segmenter, args.video, reference, args.teacher_every, not args.no_stabilize, args.frames
@@ -261,6 +250,42 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         output = Path(shutil.copyfile(output, args.output))
     print(f"wrote {output}")
+
+
+def segmenter_from_args(args: argparse.Namespace, **options) -> Segmenter:
+    """The Segmenter the common options ask for: checkpoint, backend, device, precision,
+    INT8 calibration and input scale."""
+    return Segmenter(
+        args.checkpoint,
+        args.backend,
+        args.device,
+        args.precision,
+        calibration=args.calibration,
+        input_scale=args.input_scale,
+        **options,
+    )
+
+
+def size_text(segmenter: Segmenter) -> str:
+    """The box the segmenter fits frames into, as text: "at most 288x384 (80% of 360x480)"."""
+    if segmenter.input_size is None:
+        return "at each frame's own size"
+    height, width = segmenter.input_size
+    if segmenter.input_scale == 1.0:
+        return f"at most {height}x{width}"
+    full_height, full_width = segmenter.info.input_size
+    return f"at most {height}x{width} ({segmenter.input_scale:.0%} of {full_height}x{full_width})"
+
+
+def add_input_scale(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="fit frames into the model's input size times S (0.8, 0.67: fewer pixels for slow CPUs; "
+        "what each costs in accuracy is in BENCHMARKS.md)",
+    )
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -357,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --backend: resize the logits before the argmax (default: the app's path, argmax first)",
     )
+    add_input_scale(evaluation)
     evaluation.add_argument("-o", "--output", help="write the report as JSON")
     evaluation.set_defaults(run=cmd_eval)
 
@@ -392,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     probing.add_argument("--precision", default="fp32", choices=PRECISIONS)
     probing.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
     probing.add_argument("--overlays", help="write ours-beside-the-reference images into this folder")
+    add_input_scale(probing)
     probing.add_argument("-o", "--output", help="write the report as JSON")
     probing.set_defaults(run=cmd_probe)
 
@@ -446,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="videos: each frame's own labels, without the steady masks (which cut flicker 44-68%%)",
     )
+    add_input_scale(segment)
     segment.set_defaults(run=cmd_segment)
 
     flicker = commands.add_parser(
@@ -471,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", help="measure a folder of label maps instead (segment VIDEO -o FOLDER --labels)"
     )
     flicker.add_argument("--classes", default="camvid", choices=sorted(CLASS_SETS), help="with --labels")
+    add_input_scale(flicker)
     flicker.add_argument("-o", "--output", help="write the results as JSON")
     flicker.set_defaults(run=cmd_flicker)
 

@@ -23,12 +23,13 @@ from engine.runtime.availability import (
 from engine.runtime.doctor import format_system_report, system_report
 from engine.runtime.errors import BackendError
 from engine.runtime.render import render
-from engine.runtime.segmenter import VIEWS, Segmenter
+from engine.runtime.segmenter import INPUT_SCALES, VIEWS, Segmenter
 from engine.runtime.stabilize import MaskStabilizer, StabilizerConfig
 from engine.runtime.watchdog import StallReport, StallWatchdog
 
 __all__ = [
     "BACKEND_CHOICES",
+    "INPUT_SCALES",
     "VIEWS",
     "BackendChoice",
     "BackendError",

@@ -21,6 +21,17 @@ from engine.model.rtformer import MIN_INPUT_SIZE
 SIZE_MULTIPLE = 8
 
 
+# The input sizes offered besides the model's own (the app's Input size menu, `--input-scale`),
+# as fractions of each side: for CPUs too slow for the full size (an AVX2-only CPU ran Slim
+# at 18.6 FPS, issue 21), fewer pixels for fewer convolutions, at a measured cost in accuracy
+# (BENCHMARKS.md, "Smaller inputs").
+INPUT_SCALES = (1.0, 0.8, 2 / 3)
+
+
+def _snap(value: float) -> int:
+    return max(MIN_INPUT_SIZE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+
 def model_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | None) -> tuple[int, int]:
     """(H, W) to feed the model: the frame scaled to fit `input_size` with its aspect
     ratio kept (the frame's own size when None), rounded to multiples of 8."""
@@ -28,11 +39,15 @@ def model_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | 
     if input_size is not None:
         scale = min(input_size[0] / height, input_size[1] / width)
         height, width = height * scale, width * scale
+    return _snap(height), _snap(width)
 
-    def snap(value: float) -> int:
-        return max(MIN_INPUT_SIZE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
-    return snap(height), snap(width)
+def scaled_input_size(input_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The box frames are fitted into, each side times `scale`, in multiples of 8:
+    (360, 480) -> (288, 384) at 0.8, (240, 320) at 2/3."""
+    if not 0.1 <= scale <= 2.0:
+        raise ValueError(f"input scale {scale:g} is outside 0.1-2.0")
+    return _snap(input_size[0] * scale), _snap(input_size[1] * scale)
 
 
 class Preprocessor:
@@ -47,6 +62,7 @@ class Preprocessor:
         self.offset = (-mean_bgr / std_bgr).astype(np.float32)
         self.mean, self.std = tuple(mean), tuple(std)
         self._frame_size: tuple[int, int] | None = None
+        self.size: tuple[int, int] | None = None  # (h, w) of the latest frame as the model sees it
 
     def _allocate(self, frame_size: tuple[int, int]) -> None:
         self._frame_size = frame_size

@@ -28,7 +28,13 @@ from engine.runtime.backends import both_outputs, create_backend
 from engine.runtime.errors import BackendError
 from engine.runtime.graphs import cuda_graphs_by_default
 from engine.runtime.postprocess import argmax_channels, labels_at, labels_from_logits
-from engine.runtime.preprocess import Preprocessor, check_frame, model_input_size
+from engine.runtime.preprocess import (
+    INPUT_SCALES,
+    Preprocessor,
+    check_frame,
+    model_input_size,
+    scaled_input_size,
+)
 from engine.runtime.render import VIEWS, colorize, overlay, palette_lut, render
 from engine.runtime.stabilize import MaskStabilizer
 
@@ -36,6 +42,7 @@ from engine.runtime.stabilize import MaskStabilizer
 __all__ = [
     "BACKENDS",
     "DEVICES",
+    "INPUT_SCALES",
     "PRECISIONS",
     "VIEWS",
     "BackendError",
@@ -51,6 +58,7 @@ __all__ = [
     "overlay",
     "palette_lut",
     "render",
+    "scaled_input_size",
 ]
 
 log = logging.getLogger("rtformer.engine")
@@ -91,6 +99,9 @@ class Segmenter:
     and leaves the stage times in `timings`. PyTorch on CUDA replays a CUDA graph per
     input shape (engine.runtime.graphs) unless `cuda_graphs` is False or the
     environment has RTFORMER_CUDA_GRAPHS=0.
+
+    Frames are fitted into `input_size` (the checkpoint's own by default), each side times
+    `input_scale`: 0.8 or 2/3 of it (`INPUT_SCALES`) for CPUs too slow for the full size.
     """
 
     def __init__(
@@ -104,6 +115,7 @@ class Segmenter:
         threads: int | None = None,
         streams: int = 1,
         cuda_graphs: bool | None = None,
+        input_scale: float = 1.0,
     ) -> None:
         _check_choice("backend", backend, BACKENDS)
         _check_choice("device", device, DEVICES)
@@ -111,6 +123,13 @@ class Segmenter:
         self.checkpoint = Path(checkpoint)
         self.info: CheckpointInfo = read_checkpoint_info(self.checkpoint)
         self.input_size = tuple(input_size) if input_size else self.info.input_size
+        self.input_scale = input_scale
+        if input_scale != 1.0:
+            if self.input_size is None:
+                raise ValueError(
+                    f"{self.checkpoint.name} runs at each frame's own size: give an input size to scale"
+                )
+            self.input_size = scaled_input_size(self.input_size, input_scale)
         if cuda_graphs is None:
             cuda_graphs = cuda_graphs_by_default()
         backend, device, precision = resolve(
