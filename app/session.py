@@ -338,15 +338,19 @@ class Session:
             lines.append(f"backend: {segmenter.description}")
             if segmenter.preprocessor.size is not None:  # once a frame went through
                 height, width = segmenter.preprocessor.size
-                lines.append(f"input: {height}x{width} ({segmenter.input_scale:.0%} of the model's size)")
+                lines.append(f"input: {height}x{width} ({segmenter.input_scale:.0%})")
         if self.inference.loading:
             lines.append("loading a model...")
         return "\n".join(lines)
 
     def model_text(self) -> str:
-        """ "RTFormer-Slim | OpenVINO CPU INT8 ..." while a model runs, else ""."""
+        """ "RTFormer-Slim | OpenVINO CPU INT8 ..." while a model runs (and "| 80% input" below
+        the model's own size), else ""."""
         segmenter = self.inference.segmenter
-        return f"{self.model_name} | {segmenter.description}" if segmenter is not None else ""
+        if segmenter is None:
+            return ""
+        scale = "" if segmenter.input_scale == 1.0 else f" | {segmenter.input_scale:.0%} input"
+        return f"{self.model_name} | {segmenter.description}{scale}"
 
     # ------------------------------------------------------------ recordings and snapshots
 

@@ -202,7 +202,8 @@ def test_the_input_size_menu_reloads_the_model_on_fewer_pixels_and_is_remembered
     size = first.session.inference.segmenter.preprocessor.size
     assert size == (80, 104) and first.session.result.labels.shape == size  # 96x128 fitted into 80% of it
     assert first.input_scale_actions[0.8].isChecked() and not first.input_scale_actions[1.0].isChecked()
-    assert "input: 80x104 (80% of the model's size)" in first.session.readout_text()
+    assert "input: 80x104 (80%)" in first.session.readout_text()
+    assert first.session.model_text().endswith("| 80% input")
     first.close()
     second = MainWindow(settings, weights)
     qtbot.addWidget(second)
