@@ -46,7 +46,7 @@ def test_a_30_second_soak_ends_cleanly_and_every_recording_plays(tmp_path):
     assert not result["crashed"] and result["exit_code"] == 0 and not result["fatal_lines"]
     assert len(result["recordings"]) >= 2 and result["recordings_ok"]
     assert all(entry["frames"] > 0 for entry in result["recordings"])
-    for action in ("record", "view", "seek", "pause", "resume", "model", "backend", "step"):
+    for action in ("record", "view", "seek", "pause", "resume", "model", "backend", "step", "input size"):
         assert result["actions"].get(action, 0) >= 1, action
     assert result["capture_threads_max"] == 1  # never two sources feeding the slot
     assert result["inference_fps"]["max"] > 0

@@ -1,5 +1,5 @@
 """Soak the real window: play a clip or the fake camera for N minutes while recording
-on and off, switching models and backends, seeking, pausing, stepping and changing
+on and off, switching models, backends and input sizes, seeking, pausing, stepping and changing
 views; then quit and decode every recording.
 
     .venv/bin/python tools/soak_app.py --minutes 30 --source assets/demo-camvid-seq05vd.mp4 --models slim
@@ -42,6 +42,7 @@ ACTIONS = (
     "record",
     "backend",
     "view",
+    "input size",
 )
 
 
@@ -124,6 +125,10 @@ class SoakDriver:
             session.choose_model(self.models[turn % len(self.models)])
         elif action == "backend" and len(self.backends) > 1:
             session.choose_backend(self.backends[turn % len(self.backends)])
+        elif action == "input size":
+            from engine.runtime import INPUT_SCALES
+
+            session.choose_input_scale(INPUT_SCALES[(turn + 1) % len(INPUT_SCALES)])
         else:
             return
         self.counts[action] = self.counts.get(action, 0) + 1
