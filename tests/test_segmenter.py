@@ -57,7 +57,7 @@ def test_a_smaller_input_scale_feeds_the_model_fewer_pixels_and_still_labels_the
         120,
     )  # fitted into the box
     frame_sized = write_checkpoint(tmp_path / "any-size.safetensors", input_size=None)
-    with pytest.raises(ValueError, match="own size"):
+    with pytest.raises(ValueError, match="no input size of its own"):
         Segmenter(frame_sized, "torch", input_scale=0.8)
 
 

@@ -127,7 +127,8 @@ class Segmenter:
         if input_scale != 1.0:
             if self.input_size is None:
                 raise ValueError(
-                    f"{self.checkpoint.name} runs at each frame's own size: give an input size to scale"
+                    f"{self.checkpoint.name} has no input size of its own (it runs at each frame's "
+                    "size), so it cannot run at a fraction of it: choose the full size"
                 )
             self.input_size = scaled_input_size(self.input_size, input_scale)
         if cuda_graphs is None:
