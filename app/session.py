@@ -48,6 +48,11 @@ from engine.runtime import (
 
 log = logging.getLogger("rtformer.app")
 MAX_RECENT = 8
+# The input size hint: a model that keeps up with less than this share of the source's frames
+# for this many readout ticks in a row (half a second each) is told about Model > Input size.
+# Dips while seeking, pausing or swapping models last a tick or two.
+KEEPS_UP = 0.8
+SLOW_TICKS = 6
 
 
 class SessionView(Protocol):
@@ -147,6 +152,8 @@ class Session:
         self.backend_choice = self.restored_backend()  # the active model's backend, once one runs
         self.input_scale = self.restored_input_scale()  # the active model's, once one runs
         self.results_seen = 0
+        self.slow_ticks = 0  # readout ticks in a row in which the model fell behind the source
+        self.hinted = False  # the input size hint was given for the model that runs
         # Called with each Result once shown. Plain callables, not a Signal: in PySide6 6.12.0
         # every Python-side emit() takes a reference to True it never gave (see app/services.py).
         self.frame_listeners: list[Callable[[Result], None]] = []
@@ -265,6 +272,7 @@ class Session:
         self.model_name, self.checkpoint = request.name, request.checkpoint
         self.backend_choice = next(c for c in BACKEND_CHOICES if c.label == request.backend)
         self.input_scale = request.input_scale
+        self.slow_ticks, self.hinted = 0, False
         self.settings.setValue("checkpoint", str(self.checkpoint))
         self.settings.setValue("backend", self.backend_choice.label)
         self.settings.setValue("input_scale", self.input_scale)
@@ -342,6 +350,23 @@ class Session:
         if self.inference.loading:
             lines.append("loading a model...")
         return "\n".join(lines)
+
+    def input_size_hint(self) -> str | None:
+        """Called once a readout tick: once per model, where it has fallen behind the source
+        for SLOW_TICKS ticks at more than the smallest input size, what would help."""
+        capture, inferred = self.stats.fps("capture"), self.stats.fps("inferred")
+        behind = capture >= 5 and inferred < KEEPS_UP * capture and not self.capture.paused
+        smaller = [scale for scale in INPUT_SCALES if scale < self.input_scale]
+        if self.inference.model is None or self.inference.loading or not smaller or self.hinted:
+            return None
+        self.slow_ticks = self.slow_ticks + 1 if behind else 0
+        if self.slow_ticks < SLOW_TICKS:
+            return None
+        self.hinted = True
+        return (
+            f"{self.model_name} keeps up with {inferred:.0f} of the source's {capture:.0f} frames a "
+            f"second here: Model > Input size > {smaller[0]:.0%} runs it faster on fewer pixels"
+        )
 
     def model_text(self) -> str:
         """ "RTFormer-Slim | OpenVINO CPU INT8 ..." while a model runs (and "| 80% input" below

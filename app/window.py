@@ -514,6 +514,9 @@ class MainWindow(QMainWindow):
 
     def update_readouts(self) -> None:
         self.readouts.setText(self.session.readout_text())
+        hint = self.session.input_size_hint()
+        if hint:
+            self.show_status(hint, 15000)
         model_text = self.session.model_text()
         if model_text:
             self.model_label.setText(model_text)

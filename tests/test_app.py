@@ -216,6 +216,34 @@ def test_the_input_size_menu_reloads_the_model_on_fewer_pixels_and_is_remembered
     third.close()
 
 
+def test_a_model_that_falls_behind_the_source_is_told_of_the_input_size_menu_once(
+    qtbot, window, video, weights, monkeypatch
+):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    shown = []
+    monkeypatch.setattr(window, "show_status", lambda message, milliseconds=5000: shown.append(message))
+    rates = {"capture": 20.0, "inferred": 19.0}
+    monkeypatch.setattr(window.session.stats, "fps", lambda name, now=None: rates.get(name, 0.0))
+    window.readout_timer.stop()  # the ticks below are the test's own
+    for _ in range(10):
+        window.update_readouts()
+    assert not shown  # it keeps up
+    rates["inferred"] = 8.0
+    for _ in range(5):
+        window.update_readouts()
+    rates["inferred"] = 19.0  # a dip (a seek, a swap) is not falling behind
+    window.update_readouts()
+    rates["inferred"] = 8.0
+    for _ in range(5):
+        window.update_readouts()
+    assert not shown
+    for _ in range(12):
+        window.update_readouts()
+    assert len(shown) == 1  # once per model
+    assert "8 of the source's 20 frames" in shown[0] and "Model > Input size > 80%" in shown[0]
+
+
 def test_settings_persist_between_runs(qtbot, settings, weights, video):
     first = MainWindow(settings, weights)
     qtbot.addWidget(first)
