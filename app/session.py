@@ -465,11 +465,15 @@ class Session:
         )
         if not checkpoint_path.is_file():
             checkpoint_path = self.weights["slim"]
-        name = next(
-            (variant_name(v) for v, p in self.weights.items() if p == checkpoint_path),
-            checkpoint_path.name,
+        # A shipped file given by another path (`--checkpoint weights/...`) is that variant:
+        # its name in the readouts, its tick in the Model menu.
+        variant = next(
+            (v for v, p in self.weights.items() if p.is_file() and p.samefile(checkpoint_path)), None
         )
-        self.load_model(checkpoint_path, name)
+        if variant is not None:
+            self.load_model(self.weights[variant], variant_name(variant))
+        else:
+            self.load_model(checkpoint_path, checkpoint_path.name)
         location = source or read_setting(self.settings, "source", "") or str(demo_video())
         if not source and not Path(location).exists() and "://" not in location:
             location = str(demo_video())

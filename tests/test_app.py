@@ -36,6 +36,15 @@ def test_plays_the_video_and_segments_frames(qtbot, window, video, weights):
     assert "RTFormer-Slim" in window.session.readout_text()
 
 
+def test_a_shipped_file_given_by_another_path_is_named_and_ticked_as_its_variant(
+    qtbot, window, video, weights, monkeypatch
+):
+    monkeypatch.chdir(weights["base"].parent)
+    window.start(str(video), weights["base"].name)  # relative, as `--checkpoint weights/...` is
+    qtbot.waitUntil(lambda: window.session.model_name == "RTFormer-Base", timeout=TIMEOUT)
+    assert window.model_actions["base"].isChecked()
+
+
 def test_switching_to_base_keeps_frames_coming(qtbot, window, video, weights):
     window.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, window, 3)
