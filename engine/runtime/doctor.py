@@ -59,7 +59,8 @@ MEASURED_BY_CPU_CLASS = {
     "INT8 11-14 ms; Base bf16 27 ms, INT8 20 ms. A Zen 5 EPYC of this class (session 14, 360x480): "
     "Slim bf16 20.0 ms, INT8 18.6 ms (54 FPS); Base bf16 37.4 ms, INT8 26.0 ms (38 FPS); with INT8's "
     "float parts in bf16, in a faster run: Slim INT8 11.2 ms (90 FPS), Base 26.1 ms (38 FPS); "
-    "session 15, quiet, two runs: Slim INT8 11.4-11.5 ms (87 FPS), Base 22.6-24.5 ms (41-44 FPS)",
+    "session 15, quiet, two runs: Slim INT8 11.4-11.5 ms (87 FPS), Base 22.6-24.5 ms (41-44 FPS); "
+    "session 21 (session 19's weights): Slim INT8 12.1 ms (83 FPS), Base 22.4 ms (45 FPS)",
     "VNNI": "no machine of this exact class yet; INT8 runs 8-bit weights, as on AMX",
     "AVX2": "AVX2-only EPYC (issue 13): Slim OpenVINO INT8 18.6 FPS, Base 7.8 FPS (7-bit weights); no bf16. "
     "Kernels seen through ONEDNN_MAX_CPU_ISA=AVX2 on a Zen 5 (session 15): convolutions 56% (Slim) and "
