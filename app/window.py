@@ -33,7 +33,7 @@ from app.session import Session, read_flag, read_setting, variant_name
 from app.sources import CameraSource, FakeCamera, FrameSource
 from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, shipped_weights
-from engine.runtime import INPUT_SCALES, VIEWS, available
+from engine.runtime import INPUT_SCALES, VIEWS, available, scaled_input_size
 
 log = logging.getLogger("rtformer.app")
 
@@ -94,6 +94,15 @@ class VideoView(QWidget):
         urls = event.mimeData().urls()
         if urls:
             self.on_dropped(urls[0].toLocalFile() or urls[0].toString())
+
+
+def input_size_text(scale: float, own_size: tuple[int, int] | None = None) -> str:
+    """An Input size menu entry: "80%: at most 288x384" once the model's own size is known."""
+    name = "&Full" if scale == 1.0 else f"{scale:.0%}"
+    if own_size is None:
+        return f"{name} (the model's own size)" if scale == 1.0 else f"{name} of each side"
+    height, width = scaled_input_size(own_size, scale) if scale != 1.0 else own_size
+    return f"{name}: at most {height}x{width}"
 
 
 class MainWindow(QMainWindow):
@@ -282,8 +291,9 @@ class MainWindow(QMainWindow):
         group = QActionGroup(self)
         self.input_scale_actions: dict[float, QAction] = {}
         for scale in INPUT_SCALES:
-            text = "&Full (the model's own size)" if scale == 1.0 else f"{scale:.0%} of each side"
-            action = self._action(menu, text, lambda s=scale: self.session.choose_input_scale(s))
+            action = self._action(
+                menu, input_size_text(scale), lambda s=scale: self.session.choose_input_scale(s)
+            )
             action.setCheckable(True)
             action.setToolTip(
                 "frames are fitted into the model's input size times this: fewer pixels run "
@@ -476,9 +486,11 @@ class MainWindow(QMainWindow):
         for label, action in self.backend_actions.items():
             action.setChecked(label == backend)
         scale = self.session.running_input_scale()
+        segmenter = self.session.inference.segmenter
+        own_size = segmenter.info.input_size if segmenter is not None else None
         for value, action in self.input_scale_actions.items():
             action.setChecked(value == scale)
-        segmenter = self.session.inference.segmenter
+            action.setText(input_size_text(value, own_size))
         if segmenter is not None:
             self.fill_legend(segmenter.class_names, segmenter.info.palette)
         self.update_readouts()

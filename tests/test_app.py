@@ -205,6 +205,7 @@ def test_the_input_size_menu_reloads_the_model_on_fewer_pixels_and_is_remembered
     first.start(str(video), str(weights["slim"]))
     wait_for_results(qtbot, first, 2)
     assert first.input_scale_actions[1.0].isChecked() and not first.input_scale_actions[0.8].isChecked()
+    assert first.input_scale_actions[0.8].text() == "80%: at most 80x104"  # of the model's 96x128
     first.input_scale_actions[0.8].trigger()
     qtbot.waitUntil(lambda: first.session.running_input_scale() == 0.8, timeout=TIMEOUT)
     wait_for_results(qtbot, first, 2)

@@ -23,7 +23,7 @@ from engine.runtime.availability import (
 from engine.runtime.doctor import format_system_report, system_report
 from engine.runtime.errors import BackendError
 from engine.runtime.render import render
-from engine.runtime.segmenter import INPUT_SCALES, VIEWS, Segmenter
+from engine.runtime.segmenter import INPUT_SCALES, VIEWS, Segmenter, scaled_input_size
 from engine.runtime.stabilize import MaskStabilizer, StabilizerConfig
 from engine.runtime.watchdog import StallReport, StallWatchdog
 
@@ -43,6 +43,7 @@ __all__ = [
     "format_system_report",
     "onnxruntime_conflict",
     "render",
+    "scaled_input_size",
     "system_report",
     "why_unavailable",
 ]
