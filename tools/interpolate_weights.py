@@ -91,7 +91,7 @@ def main() -> None:
     if not (args.data_root and args.frames and args.teacher):
         parser.error("--data-root, --frames and --teacher are needed to evaluate (or give --no-eval)")
 
-    before, _ = load_checkpoint(args.before)
+    before, before_info = load_checkpoint(args.before)
     after, info = load_checkpoint(args.after)
     labelled = open_dataset("camvid", args.data_root, "train+val")
     labelled.samples = labelled.samples[::4]
@@ -109,7 +109,8 @@ def main() -> None:
         else:
             model = load_checkpoint(args.after)[0]
             model.load_state_dict(interpolate(before.state_dict(), after.state_dict(), alpha, modules))
-            save_checkpoint(args.output / f"alpha-{alpha:g}.safetensors", model.eval(), info, half=True)
+            mixed = mix_info(info, before_info, str(args.before), str(args.after), alpha)
+            save_checkpoint(args.output / f"alpha-{alpha:g}.safetensors", model.eval(), mixed, half=True)
         model.eval()
         results[alpha] = {
             "camvid_trainval_miou": round(evaluate(model, labelled, progress=False).miou, 2),
@@ -119,18 +120,34 @@ def main() -> None:
     (args.output / "alphas.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
+def mix_info(info, before_info, before: str, after: str, alpha: float):
+    """The mix's metadata: AFTER's, less its test figures (a mix has not been evaluated:
+    `tools/ship_weights.py MIX OUT` measures it), and the mix recorded with what each side
+    was mixed from, so that a mix of mixes (a soup) names every ingredient."""
+    mixed = {
+        "before": before,
+        "after": after,
+        "alpha": alpha,
+        "before_mix": before_info.extra.get("interpolation"),
+        "after_mix": info.extra.get("interpolation"),
+    }
+    metrics = {k: v for k, v in info.metrics.items() if not k.startswith("test_")}
+    metrics["evaluation"] = "none yet: a mix of two checkpoints"
+    return dataclasses.replace(info, metrics=metrics, extra={**info.extra, "interpolation": mixed})
+
+
 def write_mixes(args) -> None:
     """alpha-A.safetensors for each alpha, float16, with the mix recorded in the metadata."""
-    before = load_checkpoint(args.before)[0].state_dict()
+    before_model, before_info = load_checkpoint(args.before)
+    before = before_model.state_dict()
     model, info = load_checkpoint(args.after)
     after = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     args.output.mkdir(parents=True, exist_ok=True)
     for alpha in args.alphas:  # one model, every tensor replaced at each alpha
         model.load_state_dict(interpolate(before, after, alpha, tuple(args.modules)))
-        mixed = {"before": str(args.before), "after": str(args.after), "alpha": alpha}
-        extra = {**info.extra, "interpolation": mixed}
+        mixed = mix_info(info, before_info, str(args.before), str(args.after), alpha)
         path = args.output / f"alpha-{alpha:g}.safetensors"
-        save_checkpoint(path, model.eval(), dataclasses.replace(info, extra=extra), half=True)
+        save_checkpoint(path, model.eval(), mixed, half=True)
         print(f"wrote {path}")
 
 

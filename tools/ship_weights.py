@@ -1,7 +1,9 @@
-"""Turn a finished training run into a shipped checkpoint in weights/.
+"""Turn a finished training run (or a mix of checkpoints made by
+`tools/interpolate_weights.py`) into a shipped checkpoint in weights/.
 
     .venv/bin/python tools/ship_weights.py runs/slim-camvid weights/rtformer-slim-camvid.safetensors \
         --data-root ../shared/data/CamVid --split test
+    .venv/bin/python tools/ship_weights.py MIX.safetensors OUT.safetensors --data-root ... --keep-bn --half
 
 Recomputes the BN statistics over the training images (see
 `engine.training.train.recalibrate_batchnorm`) and keeps them or the training run's,
@@ -30,7 +32,7 @@ from engine.training.train import plot_curves, recalibrate_batchnorm
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, help="a training run's folder, or a checkpoint file (a mix)")
     parser.add_argument("output", type=Path)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--split", default="test")
@@ -47,7 +49,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    as_trained, info = load_checkpoint(args.run / "last.safetensors")
+    run_folder = args.run.is_dir()
+    as_trained, info = load_checkpoint(args.run / "last.safetensors" if run_folder else args.run)
     dataset = open_dataset(args.dataset, args.data_root, args.split)
     if args.half:  # evaluate exactly what will be stored
         store_as_half(as_trained)
@@ -58,8 +61,8 @@ def main() -> None:
     else:
         model, report, bn_metrics = choose_bn_statistics(as_trained, dataset, args)
 
-    log = read_log(args.run / "log.jsonl")
-    hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else 0.0
+    log = read_log(args.run / "log.jsonl") if run_folder else []
+    hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else float(info.extra.get("training_hours", 0.0))
     metrics = {
         f"{args.split}_miou": round(report.miou, 2),
         f"{args.split}_pixel_accuracy": round(report.pixel_accuracy, 2),
@@ -81,7 +84,8 @@ def main() -> None:
     )
     save_checkpoint(args.output, model, shipped, half=args.half)
     report.to_json(args.output.with_suffix(".eval.json"))
-    plot_curves(args.run / "log.jsonl", args.output.with_suffix(".curves.png"))
+    if run_folder:  # a mix has no curves of its own
+        plot_curves(args.run / "log.jsonl", args.output.with_suffix(".curves.png"))
     print(
         json.dumps(
             {"written": str(args.output), "hours": round(hours, 2), **asdict(report)} | {"confusion": "..."}
