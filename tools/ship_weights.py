@@ -62,7 +62,7 @@ def main() -> None:
         model, report, bn_metrics = choose_bn_statistics(as_trained, dataset, args)
 
     log = read_log(args.run / "log.jsonl") if run_folder else []
-    hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else float(info.extra.get("training_hours", 0.0))
+    hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else 0.0
     metrics = {
         f"{args.split}_miou": round(report.miou, 2),
         f"{args.split}_pixel_accuracy": round(report.pixel_accuracy, 2),
@@ -75,6 +75,8 @@ def main() -> None:
     }
     extra = dict(info.extra)
     extra["training_hours"] = round(hours, 2)
+    if not run_folder:  # a mix: its last ingredient's hours would mislead; the record names the runs
+        del extra["training_hours"]
     if args.trained_on:
         extra["trained_on"] = args.trained_on
     if args.training_command:
