@@ -63,6 +63,22 @@ def main() -> None:
 
     log = read_log(args.run / "log.jsonl") if run_folder else []
     hours = (log[-1]["time"] - log[0]["time"]) / 3600 if log else 0.0
+    shipped = shipped_info(info, report, bn_metrics, args, hours if run_folder else None)
+    save_checkpoint(args.output, model, shipped, half=args.half)
+    report.to_json(args.output.with_suffix(".eval.json"))
+    if run_folder:  # a mix has no curves of its own
+        plot_curves(args.run / "log.jsonl", args.output.with_suffix(".curves.png"))
+    print(
+        json.dumps(
+            {"written": str(args.output), "hours": round(hours, 2), **asdict(report)} | {"confusion": "..."}
+        )
+    )
+
+
+def shipped_info(info: CheckpointInfo, report, bn_metrics: dict, args, hours: float | None) -> CheckpointInfo:
+    """The shipped file's metadata: its own evaluation, the training record, and the
+    training hours (None for a mix: its last ingredient's hours would mislead, and the
+    mix's record names the runs)."""
     metrics = {
         f"{args.split}_miou": round(report.miou, 2),
         f"{args.split}_pixel_accuracy": round(report.pixel_accuracy, 2),
@@ -73,25 +89,15 @@ def main() -> None:
         "step": info.metrics.get("step"),
         **bn_metrics,
     }
-    extra = dict(info.extra)
-    extra["training_hours"] = round(hours, 2)
-    if not run_folder:  # a mix: its last ingredient's hours would mislead; the record names the runs
-        del extra["training_hours"]
+    extra = {k: v for k, v in info.extra.items() if k != "training_hours"}
+    if hours is not None:
+        extra["training_hours"] = round(hours, 2)
     if args.trained_on:
         extra["trained_on"] = args.trained_on
     if args.training_command:
         extra["training_command"] = args.training_command
-    shipped = CheckpointInfo.for_classes(
+    return CheckpointInfo.for_classes(
         info.config, class_set(args.dataset), input_size=(360, 480), metrics=metrics, extra=extra
-    )
-    save_checkpoint(args.output, model, shipped, half=args.half)
-    report.to_json(args.output.with_suffix(".eval.json"))
-    if run_folder:  # a mix has no curves of its own
-        plot_curves(args.run / "log.jsonl", args.output.with_suffix(".curves.png"))
-    print(
-        json.dumps(
-            {"written": str(args.output), "hours": round(hours, 2), **asdict(report)} | {"confusion": "..."}
-        )
     )
 
 
