@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from engine.model.checkpoint import load_checkpoint, save_checkpoint
+from engine.model.checkpoint import CheckpointInfo, load_checkpoint, save_checkpoint
 from engine.training.data import normalize, open_dataset, unlabelled_folder
 from engine.training.distill import TeacherTargets
 from engine.training.evaluate import evaluate, predict_probabilities
@@ -120,7 +120,9 @@ def main() -> None:
     (args.output / "alphas.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
-def mix_info(info, before_info, before: str, after: str, alpha: float):
+def mix_info(
+    info: CheckpointInfo, before_info: CheckpointInfo, before: str, after: str, alpha: float
+) -> CheckpointInfo:
     """The mix's metadata: AFTER's, less its test figures (a mix has not been evaluated:
     `tools/ship_weights.py MIX OUT` measures it), and the mix recorded with what each side
     was mixed from, so that a mix of mixes (a soup) names every ingredient."""
