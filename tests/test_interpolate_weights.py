@@ -70,6 +70,7 @@ def test_a_mix_of_mixes_names_every_ingredient_and_ships_with_its_own_figures(tm
     mixed = tmp_path / "b" / "alpha-0.333333.safetensors"
     _, info = load_checkpoint(mixed)
     assert "test_miou" not in info.metrics and info.metrics["evaluation"].startswith("none yet")
+    assert "step" not in info.metrics  # one ingredient's step count
     record = info.extra["interpolation"]
     assert record["after"] == str(ingredients[2]) and record["before"] == str(pair)
     assert record["before_mix"]["before"] == str(ingredients[0])

@@ -123,7 +123,7 @@ def main() -> None:
 def mix_info(
     info: CheckpointInfo, before_info: CheckpointInfo, before: str, after: str, alpha: float
 ) -> CheckpointInfo:
-    """The mix's metadata: AFTER's, less its test figures (a mix has not been evaluated:
+    """The mix's metadata: AFTER's, less its run's figures (a mix has not been evaluated:
     `tools/ship_weights.py MIX OUT` measures it), and the mix recorded with what each side
     was mixed from, so that a mix of mixes (a soup) names every ingredient."""
     mixed = {
@@ -133,9 +133,11 @@ def mix_info(
         "before_mix": before_info.extra.get("interpolation"),
         "after_mix": info.extra.get("interpolation"),
     }
-    metrics = {k: v for k, v in info.metrics.items() if not k.startswith("test_")}
+    # One run's figures (its test scores, its step count, its hours) do not describe a mix.
+    metrics = {k: v for k, v in info.metrics.items() if not k.startswith("test_") and k != "step"}
     metrics["evaluation"] = "none yet: a mix of two checkpoints"
-    return dataclasses.replace(info, metrics=metrics, extra={**info.extra, "interpolation": mixed})
+    extra = {k: v for k, v in info.extra.items() if k != "training_hours"}
+    return dataclasses.replace(info, metrics=metrics, extra={**extra, "interpolation": mixed})
 
 
 def write_mixes(args) -> None:

@@ -77,8 +77,7 @@ def main() -> None:
 
 def shipped_info(info: CheckpointInfo, report, bn_metrics: dict, args, hours: float | None) -> CheckpointInfo:
     """The shipped file's metadata: its own evaluation, the training record, and the
-    training hours (None for a mix: its last ingredient's hours would mislead, and the
-    mix's record names the runs)."""
+    training hours (None for a mix, whose record names the runs instead)."""
     metrics = {
         f"{args.split}_miou": round(report.miou, 2),
         f"{args.split}_pixel_accuracy": round(report.pixel_accuracy, 2),
@@ -89,7 +88,7 @@ def shipped_info(info: CheckpointInfo, report, bn_metrics: dict, args, hours: fl
         "step": info.metrics.get("step"),
         **bn_metrics,
     }
-    extra = {k: v for k, v in info.extra.items() if k != "training_hours"}
+    extra = dict(info.extra)
     if hours is not None:
         extra["training_hours"] = round(hours, 2)
     if args.trained_on:
