@@ -276,6 +276,26 @@ def test_a_committee_file_round_trips_and_bad_ones_are_refused(tmp_path):
         CommitteeSpec({"cgnet": "c.pth"}, {"camvid": {"deeplab": [1.0] * 11}})
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("committee*.json")), ids=lambda p: p.name)
+def test_shipped_committees_give_each_class_one_whole_vote_per_footage(path):
+    """A class's weights sum to 1 over the members of a footage's table (the committee's
+    rule: they choose whom to believe, never how much to believe the class), and every
+    recipe's committee is one of these files."""
+    spec = CommitteeSpec.from_file(path)
+    assert all(isinstance(note, str) for note in spec.notes.values())
+    for footage, table in spec.weights.items():
+        rows = torch.tensor([table[member] for member in table])
+        assert rows.shape == (len(table), 11), (footage, rows.shape)
+        assert rows.min() >= 0
+        torch.testing.assert_close(rows.sum(dim=0), torch.ones(11, dtype=rows.dtype), atol=1e-3, rtol=0)
+    recipes = [line for toml in CONFIGS.glob("*.toml") for line in toml.read_text().splitlines()]
+    teachers = {line.split('"')[1] for line in recipes if line.startswith("teacher = ")}
+    assert all((CONFIGS.parent / teacher).is_file() for teacher in teachers if teacher.endswith(".json"))
+
+
 def test_eval_teacher_command_evaluates_cgnet(tmp_path, cgnet_file, capsys):
     import cv2
 
