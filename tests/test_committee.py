@@ -18,6 +18,7 @@ from engine.training.committee import (
     load_camvid_teacher,
     teacher_kind,
 )
+from engine.training.config import read_config_file
 from engine.training.data import normalize
 from engine.training.edgetpu_deeplab import MissingRuntime, camvid_votes, window_starts
 from engine.training.espnetv2 import CITYSCAPES_TO_CAMVID, ESPNetv2Segmentation
@@ -282,8 +283,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("committee*.json")), ids=lambda p: p.name)
 def test_shipped_committees_give_each_class_one_whole_vote_per_footage(path):
     """A class's weights sum to 1 over the members of a footage's table (the committee's
-    rule: they choose whom to believe, never how much to believe the class), and every
-    recipe's committee is one of these files."""
+    rule: they choose whom to believe, never how much to believe the class)."""
     spec = CommitteeSpec.from_file(path)
     assert all(isinstance(note, str) for note in spec.notes.values())
     for footage, table in spec.weights.items():
@@ -291,9 +291,12 @@ def test_shipped_committees_give_each_class_one_whole_vote_per_footage(path):
         assert rows.shape == (len(table), 11), (footage, rows.shape)
         assert rows.min() >= 0
         torch.testing.assert_close(rows.sum(dim=0), torch.ones(11, dtype=rows.dtype), atol=1e-3, rtol=0)
-    recipes = [line for toml in CONFIGS.glob("*.toml") for line in toml.read_text().splitlines()]
-    teachers = {line.split('"')[1] for line in recipes if line.startswith("teacher = ")}
-    assert all((CONFIGS.parent / teacher).is_file() for teacher in teachers if teacher.endswith(".json"))
+
+
+def test_every_recipes_committee_is_a_file_in_configs():
+    teachers = {read_config_file(recipe).get("teacher", "") for recipe in CONFIGS.glob("*.toml")}
+    committees = {teacher for teacher in teachers if teacher.endswith(".json")}
+    assert committees and all((CONFIGS.parent / teacher).is_file() for teacher in committees)
 
 
 def test_eval_teacher_command_evaluates_cgnet(tmp_path, cgnet_file, capsys):
