@@ -14,7 +14,6 @@ from engine.training.data import (
     IGNORE_INDEX,
     DatasetError,
     TrainTransform,
-    cast_shadows,
     unlabelled_folder,
 )
 from engine.training.distill import class_weight_vector, distillation_loss, distrust_dark_answers
@@ -165,7 +164,7 @@ def test_look_changes_leave_the_geometry_as_it_was():
     image, label = block_scene(rng, size=(96, 128), num_classes=3)
     plain = TrainTransform((64, 64), seed=7)
     changed = TrainTransform(
-        (64, 64), seed=7, sky_prob=1, shadow_prob=1, hue_prob=1, gamma_prob=1, blur_prob=1, noise_prob=1
+        (64, 64), seed=7, sky_prob=1, hue_prob=1, gamma_prob=1, blur_prob=1, noise_prob=1
     )
     for key in range(4):
         image_a, label_a = plain(image, label, key)
@@ -184,39 +183,6 @@ def test_sky_replacement_paints_only_the_sky_and_makes_it_blue():
     assert (pixels[2, 2:20] > pixels[0, 2:20]).mean() > 0.9
     ground = pixels[:, 30:]
     assert np.allclose(ground[0], ground[0, 0, 0], atol=1e-5)
-
-
-def test_shadows_only_darken_the_ground_below_the_horizon_and_tint_it_blue():
-    image = np.full((120, 160, 3), 150, np.uint8)  # a sunlit grey road
-    sky = np.zeros((120, 160), bool)
-    sky[:, :40] = True  # a strip of sky down the left side: never shaded
-    fractions = []
-    for seed in range(6):
-        out = cast_shadows(image, sky, np.random.default_rng(seed)).astype(int)
-        assert (out <= 150).all()  # shadows never brighten
-        assert (out[:24] == 150).all()  # the top fifth is above any horizon drawn
-        assert (out[sky] == 150).all()
-        ground = out[60:, 40:]
-        shaded = ground.sum(axis=2) < 3 * 150 * 0.8
-        fractions.append(shaded.mean())
-        darkest = ground.reshape(-1, 3)[ground.sum(axis=2).argmin()]
-        assert darkest.sum() < 3 * 150 * 0.55 and darkest[2] > darkest[0]  # skylight: blue over red
-    assert min(fractions) > 0.05 and min(fractions) < 0.9  # patches, at times the whole ground
-
-
-def test_shadows_change_the_image_only_and_only_when_drawn():
-    rng = np.random.default_rng(2)
-    image, label = block_scene(rng, size=(96, 128), num_classes=3)
-    soft = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    plain = TrainTransform((64, 64), seed=7)
-    shaded = TrainTransform((64, 64), seed=7, shadow_prob=1.0)
-    never = TrainTransform((64, 64), seed=7, shadow_prob=1e-12)
-    for key in range(4):
-        image_a, label_a, soft_a = plain(image, label, key, soft)
-        image_b, label_b, soft_b = shaded(image, label, key, soft)
-        assert torch.equal(label_a, label_b) and torch.equal(soft_a, soft_b)
-        assert (image_b < image_a - 1e-4).any()
-        assert torch.equal(never(image, label, key, soft)[0], image_a)  # other streams untouched
 
 
 def test_dark_pixels_lose_only_the_distrusted_classes_targets():

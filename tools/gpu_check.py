@@ -7,10 +7,10 @@ Run from the repository root on the GPU machine, with CamVid packed beside the c
     python tools/gpu_check.py pack ../shared/data/CamVid .gpu/CamVid   # here, once
     python3 tools/gpu_check.py --data .gpu/CamVid --out $OUT --seconds 540  # there
 
-`--recipe distill` trains configs/<variant>-distill.toml instead (issue 9: the
-ESPNetv2 teacher run online on every crop, the Udacity frames without labels,
-warm-started from the shipped weights), at the GPU's batch 16 and full 360x480
-crops; its extra data travels packed too (`pack-distill`, 26 MB):
+`--recipe distill` continues the shipped lineage instead (configs/distill-drive-distrust.toml
+from the shipped weights, with the ESPNetv2 teacher run online on every crop in place of
+the cached committee, whose members do not all run on the GPU machine), at the GPU's
+batch 16; its extra data travels packed too (`pack-distill`, 26 MB):
 
     python tools/gpu_check.py pack-distill ../shared .gpu/distill        # here, once
     python3 tools/gpu_check.py --recipe distill --data .gpu/CamVid --distill-data .gpu/distill \
@@ -131,35 +131,31 @@ def train(
 
 
 def recipe_fields(variant: str, recipe: str, distill_data: str) -> dict:
-    """The config file's fields for `recipe`; for distill, moved to the GPU: the packed
-    teacher and frames, the teacher online on the very crop, batch 16 of full 360x480 crops."""
+    """The config file's fields for `recipe`: camvid (configs/camvid-gpu.toml) or distill
+    (configs/distill-drive-distrust.toml from the shipped weights, moved to the GPU: the packed
+    teacher and frames, the teacher online on the very crop, batch 16)."""
+    from engine.resources import shipped_weights
     from engine.training.config import read_config_file
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     if recipe == "camvid":
-        return read_config_file(configs / f"{variant}-camvid-gpu.toml")
+        return {**read_config_file(configs / "camvid-gpu.toml"), "variant": variant}
     if recipe != "distill":
         raise ValueError(f"recipe must be camvid or distill, not {recipe!r}")
     packed = Path(distill_data)
-    fields = read_config_file(configs / f"{variant}-distill.toml")
-    # The shipped files' recipe owns which teacher answers are not believed: Car on dark pixels
-    # (every teacher calls a sunlit road in tree shadow Car) and Building, Pedestrian and
-    # Bicyclist (on the Udacity drive ESPNetv2 calls 16.7% of the pixels Building, 7.4%
-    # Pedestrian, 1.1% Bicyclist: blown-out sky, sunlit hills, tree trunks; weights/README.md).
-    shipped = read_config_file(configs / f"{variant}-distill-drive-distrust.toml")
+    # The shipped recipe owns which teacher answers are not believed: Car on dark pixels
+    # and Building, Pedestrian and Bicyclist on the drive (docs/research/distillation.md).
+    fields = read_config_file(configs / "distill-drive-distrust.toml")
     return {
         **fields,
+        "variant": variant,
+        "pretrained_backbone": str(shipped_weights()[variant]),
         "unlabelled": [str(packed / "unlabelled")],
         "teacher": str(packed / DISTILL_TEACHER),
         "teacher_targets": "online",
-        "distill_dark_distrust": shipped["distill_dark_distrust"],
-        "distill_dark_level": shipped["distill_dark_level"],
-        "distill_class_weights": {
-            **fields.get("distill_class_weights", {}),
-            **shipped["distill_class_weights"],
-        },
+        # ESPNetv2's weakest classes on CamVid train (IoU: Pole 35, SignSymbol 22; committee.json) count half.
+        "distill_class_weights": {**fields["distill_class_weights"], "Pole": 0.5, "SignSymbol": 0.5},
         "batch_size": 16,
-        "crop_size": [360, 480],
         "log_interval": 50,
     }
 

@@ -1,5 +1,5 @@
 """CamVid test mIoU with each look change of the training augmentation applied to every
-test image alone (sky replacement, tree shadows, hue/colour temperature, gamma, grayscale, blur, noise,
+test image alone (sky replacement, hue/colour temperature, gamma, grayscale, blur, noise,
 JPEG): how far a model's answer depends on CamVid's look.
 
     .venv/bin/python tools/look_robustness.py weights/rtformer-slim-camvid.safetensors \
@@ -23,7 +23,6 @@ from engine.training.evaluate import evaluate
 LOOKS = {
     "none": {},
     "blue sky": {"sky_prob": 1.0},
-    "tree shadows": {"shadow_prob": 1.0},
     "hue and colour temperature": {"hue_prob": 1.0},
     "gamma": {"gamma_prob": 1.0},
     "grayscale": {"grayscale_prob": 1.0},

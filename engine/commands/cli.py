@@ -289,28 +289,39 @@ def add_input_scale(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One option per field of the config dataclass (defaults in the help), plus --config FILE;
-    the parsed values are gathered by `config_from_args`."""
+    """One option per field of the config dataclass, in the groups its fields name (with their
+    help sentence and default), plus --config FILE; gathered by `config_from_args`."""
     import dataclasses
 
     defaults = config_class()
-    parser.add_argument("--config", help=f"a .toml or .json file of {config_class.__name__} fields")
+    parser.add_argument(
+        "--config", help=f"a .toml or .json file of {config_class.__name__} fields (options given win)"
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in dataclasses.fields(config_class):
-        default = getattr(defaults, spec.name)
-        option = "--" + spec.name.replace("_", "-")
-        help_text = f"default: {default!r}"
-        if isinstance(default, bool):
-            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif isinstance(default, tuple) and not default:  # a list of any length (folders)
-            parser.add_argument(option, nargs="*", default=None, help=help_text)
-        elif isinstance(default, tuple):
-            kind = type(default[0])
-            parser.add_argument(option, type=kind, nargs=len(default), default=None, help=help_text)
-        elif isinstance(default, dict):
-            parser.add_argument(option, type=json.loads, default=None, help=help_text + " (JSON)")
-        else:
-            parser.add_argument(option, type=type(default), default=None, help=help_text)
+        name = spec.metadata.get("group", "options")
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name)
+        add_config_option(groups[name], spec, getattr(defaults, spec.name))
     parser.set_defaults(config_class=config_class)
+
+
+def add_config_option(group, spec, default) -> None:
+    """The option of one config field, typed by its default."""
+    option = "--" + spec.name.replace("_", "-")
+    sentence = spec.metadata.get("help", spec.name.replace("_", " "))
+    help_text = f"{sentence} (default: {default!r})".replace("%", "%%")
+    if isinstance(default, bool):
+        group.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif isinstance(default, tuple) and not default:  # a list of any length (folders)
+        group.add_argument(option, nargs="*", default=None, help=help_text)
+    elif isinstance(default, tuple):
+        kind = type(default[0])
+        group.add_argument(option, type=kind, nargs=len(default), default=None, help=help_text)
+    elif isinstance(default, dict):
+        group.add_argument(option, type=json.loads, default=None, help=help_text)
+    else:
+        group.add_argument(option, type=type(default), default=None, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace):

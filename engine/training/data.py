@@ -306,8 +306,8 @@ class EvalTransform:
 class TrainTransform:
     """The official augmentation (random scale, crop with ignore padding, flip, colour
     distortion) and, when their probabilities are set, augmentation that breaks one
-    dataset's look for footage it has never seen: label-aware sky replacement, tree
-    shadows on a sunny day, hue and colour temperature, gamma, grayscale, blur, sensor
+    dataset's look for footage it has never seen: label-aware sky replacement, hue and
+    colour temperature, gamma, grayscale, blur, sensor
     noise and JPEG artefacts, and anisotropic stretch (other aspect ratios squeezed into
     the model's input).
 
@@ -329,7 +329,6 @@ class TrainTransform:
     stretch: float = 0.0  # width scaled by an extra factor in [1/(1+s), 1+s] (aspect ratios)
     sky_prob: float = 0.0  # replace labelled sky by a blue gradient with clouds
     sky_class: int = 0
-    shadow_prob: float = 0.0  # dark blue-tinted patches below a random horizon (cast_shadows)
     hue_prob: float = 0.0  # hue shift up to +-hue_degrees, and a colour temperature change
     hue_degrees: float = 12.0
     gamma_prob: float = 0.0  # gamma in [0.6, 1.6]
@@ -351,10 +350,6 @@ class TrainTransform:
         # A stream of its own: adding look changes leaves the geometry of every sample as it was.
         look = np.random.default_rng([self.seed, key, 2])
         image = np.ascontiguousarray(image)
-        if self.shadow_prob:  # a third stream: recipes without shadows draw as they did before
-            shade = np.random.default_rng([self.seed, key, 3])
-            if shade.random() < self.shadow_prob:
-                image = cast_shadows(image, label == self.sky_class, shade)
         image = self.change_look(image, label, look)
         image = self.distort_colour(image, rng)
         image = self.camera_effects(image, look)
@@ -468,38 +463,6 @@ def replace_sky(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) ->
 def dark_pixels(image: np.ndarray, level: int) -> np.ndarray:
     """(H, W) bool: the pixels of `image` (RGB) darker than `level` grey levels."""
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY) < level
-
-
-def cast_shadows(image: np.ndarray, sky: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Shadows of trees on a sunny day: irregular patches with soft edges, below a random
-    horizon and never on the `sky` pixels, darkened to 8-50% and tinted blue (lit by the
-    sky alone). Labels and teacher targets stay as they were.
-
-    Why: on the demo drive the road under trees reads 9-15 grey levels (frame 200, the
-    lower third's 10th-90th percentile; a partly lit stretch reaches 61), and every
-    teacher of the committee, and so both students, called it Car (frame 220: committee
-    Road 1.8%, Car 27.9% of the frame). CamVid's overcast frames have no such shadows; on
-    47 of the drive's 502 training frames the committee's targets put Car over 30% of the
-    road ahead (weights/README.md, session 17). At shadow_prob 0.5 on Slim it helped
-    little there (Car 56.4% -> 43.7% of the demo's shadowed road) and cost CamVid's
-    cars (Car IoU 71.4 -> 62.7): the teachers' targets, not the look, were the cause.
-    """
-    height, width = image.shape[:2]
-    cell = rng.uniform(12, 48)  # canopy gaps: from dappling to whole crowns
-    grid = (max(2, round(height / cell)), max(2, round(width / cell)))
-    coarse = rng.standard_normal(grid).astype(np.float32)
-    field = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-    field = (field - field.mean()) / max(float(field.std()), 1e-6)
-    cover = rng.uniform(0.3, 0.95)  # fraction of the ground in shadow
-    sharpness = rng.uniform(2.0, 8.0)  # penumbra: softer edges for higher branches
-    shade = np.clip((np.quantile(field, cover) - field) * sharpness, 0, 1)
-    horizon = rng.uniform(0.2, 0.6) * height
-    rows = np.clip((np.arange(height, dtype=np.float32) - horizon) / (0.05 * height), 0, 1)
-    shade = shade * rows[:, None] * (~sky)
-    darkness = rng.uniform(0.08, 0.5)
-    gains = darkness * np.array([rng.uniform(0.85, 0.95), 1.0, rng.uniform(1.05, 1.25)], np.float32)
-    factor = 1 - shade[..., None] * (1 - gains)
-    return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
 
 
 def shift_hue_and_temperature(image: np.ndarray, rng: np.random.Generator, degrees: float) -> np.ndarray:

@@ -76,23 +76,14 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return (config.lr - config.min_lr) * (1.0 - min(progress, 1.0)) + config.min_lr
 
 
-def segmentation_loss(
-    outputs, labels: torch.Tensor, aux_weight: float, hard_pixels: HardPixels | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def segmentation_loss(outputs, labels: torch.Tensor, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on main (weight 1) and aux (aux_weight) logits over the labelled
-    pixels, or over their hard ones only (`hard_pixels`, OHEM); returns (total, main).
-    0 for a batch without labels (unlabelled images)."""
+    pixels; returns (total, main). 0 for a batch without labels (unlabelled images)."""
     logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-
-    def loss_of(head_logits: torch.Tensor) -> torch.Tensor:
-        if hard_pixels is None:
-            return labelled_cross_entropy(head_logits, labels)
-        return hard_pixel_cross_entropy(head_logits, labels, hard_pixels)
-
-    main = loss_of(logits)
+    main = labelled_cross_entropy(logits, labels)
     if aux_logits is None:
         return main, main
-    return main + aux_weight * loss_of(aux_logits), main
+    return main + aux_weight * labelled_cross_entropy(aux_logits, labels), main
 
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -100,49 +91,6 @@ def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.
     where F.cross_entropy's mean would be 0/0."""
     summed = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return summed / (labels != IGNORE_INDEX).sum().clamp_min(1)
-
-
-@dataclasses.dataclass(frozen=True)
-class HardPixels:
-    """Online hard example mining (OHEM, the pixels PaddleSeg's OhemCrossEntropyLoss
-    keeps): only labelled pixels whose true class gets probability below `threshold`
-    count, and at least the `min_kept` least certain ones per batch.
-
-    Unlike PaddleSeg, the kept pixels' sum is divided by every labelled pixel, not by the
-    kept ones: the term keeps cross-entropy's scale, so a recipe's balance with the
-    teacher's KL does not move tenfold. Why: on 8 CamVid frames the shipped Slim finds 8%
-    of the labelled pixels hard, and the mean over them is 1.22 against cross-entropy's
-    0.12 (Pole 82% hard, SignSymbol 57%, Road 2%)."""
-
-    threshold: float = 0.7
-    min_kept: int = 40000
-
-
-def hard_pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, hard: HardPixels) -> torch.Tensor:
-    """Cross-entropy summed over the batch's hard labelled pixels, divided by all labelled
-    pixels (see `HardPixels`); 0 (still in the graph) without labels.
-    logits (N, K, H, W), labels (N, H, W)."""
-    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none")
-    labelled = labels != IGNORE_INDEX
-    with torch.no_grad():
-        # The true class's probability is exp(-CE); void pixels never count.
-        true_prob = torch.where(labelled, torch.exp(-per_pixel), torch.full_like(per_pixel, 2.0))
-        kept = true_prob < hard.threshold
-        count = int(labelled.sum())
-        if int(kept.sum()) < min(hard.min_kept, count):
-            kth = torch.kthvalue(true_prob.flatten(), min(hard.min_kept, count)).values
-            kept = true_prob <= kth
-        kept &= labelled
-    return (per_pixel * kept).sum() / max(count, 1)
-
-
-def hard_pixels_for(config: TrainConfig) -> HardPixels | None:
-    """The OHEM setting `config.label_loss` asks for; None for plain cross-entropy."""
-    if config.label_loss == "cross_entropy":
-        return None
-    if config.label_loss == "ohem":
-        return HardPixels(config.ohem_threshold, config.ohem_min_kept)
-    raise ValueError(f"label_loss must be 'cross_entropy' or 'ohem', not {config.label_loss!r}")
 
 
 @torch.no_grad()
@@ -180,14 +128,8 @@ def recalibrate_batchnorm(
 
 
 def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    """AdamW (the official recipe) or SGD with momentum, over the model's parameter groups."""
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {config.optimizer!r}")
+    """AdamW (the official recipe) over the model's parameter groups."""
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
 class WeightAverage:
@@ -248,25 +190,6 @@ def crop_warning(crop_size: tuple[int, int], frame_size: tuple[int, int]) -> str
     )
 
 
-def freeze_modules(model: torch.nn.Module, names: tuple[str, ...] | list[str]) -> int:
-    """Keep the top-level modules `names` as loaded: no gradients, and in eval mode whenever
-    they run, so their BN statistics and drop paths stay as trained even while the rest of
-    the model trains. Returns the number of frozen parameters."""
-    children = dict(model.named_children())
-    unknown = [name for name in names if name not in children]
-    if unknown:
-        raise ValueError(f"cannot freeze {unknown}: the model's modules are {sorted(children)}")
-    count = 0
-    for name in names:
-        module = children[name]
-        for parameter in module.parameters():
-            parameter.requires_grad_(False)
-            count += parameter.numel()
-        # A hook, not one eval() call: the training loop calls model.train() at every start.
-        module.register_forward_pre_hook(_run_in_eval_mode)
-    return count
-
-
 def freeze_bn_statistics(model: torch.nn.Module) -> int:
     """Every BatchNorm normalises with its running statistics and keeps them as they are,
     also while the model trains (its affine scale and shift still learn). Returns how many."""
@@ -274,16 +197,6 @@ def freeze_bn_statistics(model: torch.nn.Module) -> int:
     for layer in layers:
         layer.register_forward_pre_hook(_run_in_eval_mode)
     return len(layers)
-
-
-def require_frozen_loaded(model: torch.nn.Module, frozen: tuple[str, ...], copied: list[str], source) -> None:
-    """A frozen module must come whole from the weights, not stay partly at its random start."""
-    wanted = [n for n in model.state_dict() if n.split(".")[0] in frozen]
-    loaded = set(copied)
-    # Checkpoints leave out BN's batch counters; they change nothing at inference.
-    missing = [n for n in wanted if n not in loaded and not n.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"frozen tensors not found (same name and shape) in {source}: {missing[:5]}")
 
 
 def _run_in_eval_mode(module: torch.nn.Module, _inputs) -> None:
@@ -309,7 +222,6 @@ def load_backbone(model: RTFormer, path: str | Path) -> list[str]:
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.hard_pixels = hard_pixels_for(config)
         self.rank, self.world_size = distributed_setup()
         self.device = pick_device(config.device, self.rank)
         self.output = Path(config.output)
@@ -318,15 +230,12 @@ class Trainer:
         self.open_data()
         self.model = self.build_model()
         self.loop = self.build_loop()
-        if self.frozen_parameters:
-            self.say(f"frozen as loaded: {', '.join(config.freeze)} ({self.frozen_parameters:,} parameters)")
         if config.pretrained_backbone:
             copied = load_backbone(self.model, config.pretrained_backbone)
             self.say(f"initialised {len(copied)} tensors from {config.pretrained_backbone}")
             warning = crop_warning(config.crop_size, self.input_size)
             if warning:
                 self.say(warning)
-            require_frozen_loaded(self.model, config.freeze, copied, config.pretrained_backbone)
         self.ema = make_ema(self.model, config.ema_decay)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # crops have one size: autotune once, then reuse
@@ -364,11 +273,8 @@ class Trainer:
             config.variant, num_classes=self.classes.num_classes, **config.model_overrides
         )
         model = RTFormer(model_config).to(self.device)
-        if (config.freeze or config.frozen_bn) and not (config.pretrained_backbone or config.resume):
-            raise ValueError(
-                "freeze and frozen_bn keep what was loaded: give pretrained_backbone (or resume)"
-            )
-        self.frozen_parameters = freeze_modules(model, config.freeze)
+        if config.frozen_bn and not (config.pretrained_backbone or config.resume):
+            raise ValueError("frozen_bn keeps what was loaded: give pretrained_backbone (or resume)")
         if config.frozen_bn:
             freeze_bn_statistics(model)
         return model
@@ -517,7 +423,7 @@ class Trainer:
             sync = self.network.no_sync() if (self.world_size > 1 and not last) else nullcontext()
             with sync, self.loop.autocast():
                 outputs = self.network(images)
-                loss, _ = segmentation_loss(outputs, labels, self.config.aux_weight, self.hard_pixels)
+                loss, _ = segmentation_loss(outputs, labels, self.config.aux_weight)
                 if targets is not None:
                     loss = loss + self.config.distill_weight * self.distill(outputs, labels, targets)
                 self.loop.backward(loss, self.config.grad_accum)
@@ -645,7 +551,6 @@ def make_transform(config: TrainConfig, classes: ClassSet) -> TrainTransform:
         stretch=config.stretch,
         sky_prob=config.sky_prob,
         sky_class=sky,
-        shadow_prob=config.shadow_prob,
         hue_prob=config.hue_prob,
         gamma_prob=config.gamma_prob,
         grayscale_prob=config.grayscale_prob,
