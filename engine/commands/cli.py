@@ -337,14 +337,22 @@ def config_from_args(args: argparse.Namespace):
     return config.replace(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from engine.training.committee import FOOTAGE_KINDS, TEACHER_KINDS
-    from engine.training.config import TrainConfig
-    from engine.training.pretrain import PretrainConfig
+def add_backend_options(
+    parser: argparse.ArgumentParser,
+    backend: str | None = "auto",
+    precision: str = "auto",
+    backend_help: str | None = None,
+    precision_help: str | None = None,
+) -> None:
+    """--backend, --device, --precision and --calibration: what runs the model, shared by
+    eval, probe, segment and flicker."""
+    parser.add_argument("--backend", default=backend, choices=BACKENDS, help=backend_help)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--precision", default=precision, choices=PRECISIONS, help=precision_help)
+    parser.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
 
-    parser = argparse.ArgumentParser(prog="rtformer", description="RTFormer Studio engine")
-    commands = parser.add_subparsers(dest="command", required=True)
 
+def add_convert_paddle(commands) -> None:
     convert = commands.add_parser(
         "convert-paddle", help="convert official PaddleSeg RTFormer weights (.pdparams)"
     )
@@ -355,19 +363,36 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     convert.set_defaults(run=cmd_convert_paddle)
 
+
+def add_doctor(commands) -> None:
     doctor = commands.add_parser(
         "doctor", help="what this machine has: versions, backends, cameras, encoder, folders"
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(run=cmd_doctor)
 
+
+def add_info(commands) -> None:
     info = commands.add_parser("info", help="print a checkpoint's metadata")
     info.add_argument("checkpoint")
     info.set_defaults(run=cmd_info)
 
-    train = commands.add_parser("train", help="train RTFormer (official recipe by default)")
+
+def add_train(commands) -> None:
+    from engine.training.config import TrainConfig
+
+    train = commands.add_parser(
+        "train",
+        help="train RTFormer (official recipe by default; configs/ holds the shipped lineage)",
+        description="Train RTFormer. Options come from the defaults, then --config FILE, then each "
+        "option given; docs/training.md explains the groups.",
+    )
     add_config_options(train, TrainConfig)
     train.set_defaults(run=cmd_train)
+
+
+def add_pretrain(commands) -> None:
+    from engine.training.pretrain import PretrainConfig
 
     pretrain = commands.add_parser(
         "pretrain", help="pre-train the backbone on ImageNet-style classification (a folder per class)"
@@ -375,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(pretrain, PretrainConfig)
     pretrain.set_defaults(run=cmd_pretrain)
 
+
+def add_eval(commands) -> None:
     evaluation = commands.add_parser("eval", help="evaluate a checkpoint (mIoU, per-class IoU)")
     evaluation.add_argument("checkpoint")
     evaluation.add_argument("--dataset", default="camvid")
@@ -382,12 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--split", default="test")
     evaluation.add_argument("--scales", type=float, nargs="+", default=[1.0])
     evaluation.add_argument("--flip", action="store_true")
-    evaluation.add_argument("--device", default="auto")
-    evaluation.add_argument(
-        "--backend", choices=BACKENDS, help="evaluate the deployed Segmenter on this backend"
+    add_backend_options(
+        evaluation, None, "fp32", backend_help="evaluate the deployed Segmenter on this backend"
     )
-    evaluation.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    evaluation.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
     evaluation.add_argument(
         "--exact",
         action="store_true",
@@ -396,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_scale(evaluation)
     evaluation.add_argument("-o", "--output", help="write the report as JSON")
     evaluation.set_defaults(run=cmd_eval)
+
+
+def add_eval_teacher(commands) -> None:
+    from engine.training.committee import FOOTAGE_KINDS, TEACHER_KINDS
 
     teacher = commands.add_parser(
         "eval-teacher",
@@ -416,38 +444,32 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("-o", "--output", help="write the report as JSON")
     teacher.set_defaults(run=cmd_eval_teacher)
 
+
+def add_probe(commands) -> None:
     probing = commands.add_parser(
         "probe", help="agreement with the Cityscapes teacher on unlabelled frames (generalization)"
     )
     probing.add_argument("checkpoint")
-    probing.add_argument(
-        "--frames", required=True, help="a folder of images (e.g. shared/data/dashcam-probe)"
-    )
+    probing.add_argument("--frames", required=True, help="a folder of images (e.g. data/dashcam-probe)")
     probing.add_argument("--teacher", required=True, help="espnetv2_s_2.0_city_1024x512.pth")
-    probing.add_argument("--backend", default="auto", choices=BACKENDS)
-    probing.add_argument("--device", default="auto", choices=DEVICES)
-    probing.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    probing.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
+    add_backend_options(probing, "auto", "fp32")
     probing.add_argument("--overlays", help="write ours-beside-the-reference images into this folder")
     add_input_scale(probing)
     probing.add_argument("-o", "--output", help="write the report as JSON")
     probing.set_defaults(run=cmd_probe)
 
+
+def add_segment(commands) -> None:
     segment = commands.add_parser("segment", help="segment a video, an image or a folder of images")
     segment.add_argument("input")
     segment.add_argument(
         "-o", "--output", required=True, help="an .mp4 for videos, a .png or a folder for images"
     )
     segment.add_argument("--checkpoint", default=str(shipped_weights()["slim"]))
-    segment.add_argument("--backend", default="auto", choices=BACKENDS)
-    segment.add_argument("--device", default="auto", choices=DEVICES)
-    segment.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: on the CPU the fastest within the accuracy limits, measured once (default)",
+    add_backend_options(
+        segment,
+        precision_help="auto: on the CPU the fastest within the accuracy limits, measured once (default)",
     )
-    segment.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
     segment.add_argument(
         "--streams",
         type=int,
@@ -487,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_scale(segment)
     segment.set_defaults(run=cmd_segment)
 
+
+def add_flicker(commands) -> None:
     flicker = commands.add_parser(
         "flicker",
         help="how many pixels change class from frame to frame of a video, motion followed: "
@@ -494,10 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flicker.add_argument("video")
     flicker.add_argument("--checkpoint", default=str(shipped_weights()["slim"]))
-    flicker.add_argument("--backend", default="auto", choices=BACKENDS)
-    flicker.add_argument("--device", default="auto", choices=DEVICES)
-    flicker.add_argument("--precision", default="auto", choices=PRECISIONS)
-    flicker.add_argument("--calibration", help="frames for INT8 calibration (folder or video)")
+    add_backend_options(flicker)
     flicker.add_argument("--no-stabilize", action="store_true", help="per-frame labels only")
     flicker.add_argument("--frames", type=int, help="only the first N frames")
     flicker.add_argument(
@@ -514,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     flicker.add_argument("-o", "--output", help="write the results as JSON")
     flicker.set_defaults(run=cmd_flicker)
 
+
+def add_quantize(commands) -> None:
     quantize = commands.add_parser("quantize", help="INT8 ONNX model (static QDQ, per-channel)")
     quantize.add_argument("checkpoint")
     quantize.add_argument("--calibration", required=True, help="a folder of images or a video")
@@ -521,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("-o", "--output", help="a copy here (the model is cached in the user cache)")
     quantize.set_defaults(run=cmd_quantize)
 
+
+def add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="latency of every backend side by side, and segment end to end")
     bench.add_argument("--variants", nargs="+", default=["slim", "base"], choices=sorted(VARIANTS))
     bench.add_argument("--large", action="store_true", help="also 1024x2048")
@@ -541,8 +566,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-o", "--output", help="write the results as JSON")
     bench.set_defaults(run=cmd_bench)
 
+
+def add_models(commands) -> None:
     models = commands.add_parser("models", help="list the model variants")
     models.set_defaults(run=cmd_models)
+
+
+COMMAND_BUILDERS = (
+    add_convert_paddle,
+    add_doctor,
+    add_info,
+    add_train,
+    add_pretrain,
+    add_eval,
+    add_eval_teacher,
+    add_probe,
+    add_segment,
+    add_flicker,
+    add_quantize,
+    add_bench,
+    add_models,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtformer", description="RTFormer Studio engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in COMMAND_BUILDERS:
+        add_command(commands)
     return parser
 
 
