@@ -3,7 +3,7 @@
 PySide6 6.12.0 returns `None` from every void method and `True` from `Signal.emit()`
 without taking a reference. On Python 3.11, where those objects are not immortal,
 each call takes one reference from them, and the app died after minutes of playback
-("Fatal Python error: none_dealloc" / "bool_dealloc", issue 10: painting a frame
+("Fatal Python error: none_dealloc" / "bool_dealloc": painting a frame
 alone makes about five void calls). pyproject.toml keeps that release out; this check
 catches it (or a later release with the same fault) in an environment set up by hand.
 """

@@ -305,7 +305,7 @@ def test_a_full_disk_while_recording_is_reported_and_the_file_closed(
 def test_playing_frames_takes_no_references_from_none_or_true(qtbot, window, video, weights):
     """PySide6 6.12.0 returned None from void calls and True from Signal.emit() without a
     reference: a few per frame, and the app died within minutes ("none_dealloc",
-    "bool_dealloc", issue 10). With 6.12.0 and per-frame emits this lost about 2 references
+    "bool_dealloc"). With 6.12.0 and per-frame emits this lost about 2 references
     to True and 5 to None a frame; it must lose none."""
     import sys
 

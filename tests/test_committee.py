@@ -1,4 +1,4 @@
-"""The committee's teachers (issue 23, items 2-3): CGNet holds the released file's layout
+"""The committee's teachers: CGNet holds the released file's layout
 and loads strictly and safely; the TFLite voter's windows and votes; the committee mixes
 its members per class and footage and never wakes a silent one."""
 

@@ -1,4 +1,4 @@
-"""The Linux launcher entry and the application icon (issue 11)."""
+"""The Linux launcher entry and the application icon."""
 
 import shlex
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Distillation (issue 9, item 2): the loss, teacher targets that follow the crop,
+"""Distillation: the loss, teacher targets that follow the crop,
 unlabelled folders, and training with a teacher (cached and online, resume, CLI)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Issue 10: the app and `rtformer segment` never crash, hang or lose what the user made.
+"""The app and `rtformer segment` never crash, hang or lose what the user made.
 
 Each test acts out one failure path found in review, with real limits where there are
 some (RLIMIT_FSIZE for a full disk, SIGKILL for a crash), and waits on conditions.

@@ -1,4 +1,4 @@
-"""The generalization probe (issue 9, item 4): agreement with a reference on unlabelled frames."""
+"""The generalization probe: agreement with a reference on unlabelled frames."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The ESPNetv2 teacher (issue 9, item 1): our module holds the released file's tensors
+"""The ESPNetv2 teacher: our module holds the released file's tensors
 and loads strictly and safely; the CamVid view merges Cityscapes probabilities."""
 
 import pickle

@@ -1,4 +1,4 @@
-"""No silent stalls (issue 21): the watchdog's rule, and `segment` with a frozen stage
+"""No silent stalls: the watchdog's rule, and `segment` with a frozen stage
 ending with an error that names the stage, within the limit, its output kept."""
 
 import threading

@@ -1,4 +1,4 @@
-"""Installed from a wheel (issue 11): the wheel carries the weights, their model card and
+"""Installed from a wheel: the wheel carries the weights, their model card and
 the demo; a fresh environment with only the wheel runs the CLI and opens the window on
 the demo, from a folder outside the checkout."""
 

@@ -8,7 +8,7 @@ fine-tune would leave them, and evaluate (research path).
 --momentum 0.1 keeps PyTorch's running average (the last ten or so batches dominate,
 as at the end of a fine-tune); without it the statistics are the exact average over
 the whole stream ("precise BN"). --crop 0 0 --scales 1 1 --no-jitter --no-flip gives
-full, unaugmented frames. Issue 23's finding (Slim, shipped, 52.11 on CamVid test):
+full, unaugmented frames. The finding (Slim, shipped, 52.11 on CamVid test):
 the issue's CPU fine-tune's stream with momentum 0.1 gives 48.57 with the weights
 untouched (48.64 with this tool), which is the whole loss its 903-step run showed (48.99).
 """

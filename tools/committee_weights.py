@@ -1,4 +1,4 @@
-"""Measure the teacher committee's weights (issue 23) and write them as a committee JSON.
+"""Measure the teacher committee's weights and write them as a committee JSON.
 
 Every number comes from frames the member did not train on, and none from CamVid test:
 - ESPNetv2 (at its own 1024x512) and EdgeTPU-DeepLab never saw CamVid: their per-class

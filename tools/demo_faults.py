@@ -2,13 +2,13 @@
 on the app's path:
 
 - the shadowed road: the share of Road and of Car in the lower third of frames 190-235
-  (every 5th), which hold nothing but road and verge, under trees (session 16);
+  (every 5th), which hold nothing but road and verge, under trees;
 - the hills: the share of Building, and of people (Pedestrian and Bicyclist), in the whole
   of frames 160-400 (every 10th), a stretch of hillsides, trees, cars and road with no
-  person and no building but a low wall on the left at 240-280 (session 19).
+  person and no building but a low wall on the left at 240-280.
 
     .venv/bin/python tools/demo_faults.py weights/rtformer-slim-camvid.safetensors \\
-        runs/slim-new.safetensors -o runs/s19/demo-faults.json \\
+        runs/slim-new.safetensors -o runs/demo-faults.json \\
         --image weights/demo-hills-before-after.jpg
 
 The demo clip is held out: this looks at it, nothing trains on it. With no labels, the

@@ -1,5 +1,5 @@
 """INT8 with 7-bit against 8-bit weights on this CPU: CamVid test mIoU on the app's path and
-ms per frame, for ONNX Runtime and OpenVINO, side by side in one run (issue 21).
+ms per frame, for ONNX Runtime and OpenVINO, side by side in one run.
 
     .venv/bin/python tools/int8_weight_width.py weights/rtformer-slim-camvid.safetensors \
         weights/rtformer-base-camvid.safetensors --data-root ../shared/data/CamVid -o int8-width.json

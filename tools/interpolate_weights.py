@@ -9,7 +9,7 @@ it knew; the interpolation keeps much of both.
         --teacher-cache runs/teacher-cache --teacher TEACHER.pth -o runs/card/base-wise
 
 With `--no-eval` it only writes the mixes, for a recipe whose alpha is fixed in advance
-(issue 23's Slim: alpha 0.5, the WiSE-FT paper's default, chosen before any figure):
+(the committee-distilled Slim: alpha 0.5, the WiSE-FT paper's default, chosen before any figure):
 
     .venv/bin/python tools/interpolate_weights.py CAMVID_ONLY.safetensors \
         runs/slim-distill-committee/last.safetensors --alphas 0.5 --no-eval -o runs/slim-wise

@@ -1,5 +1,5 @@
 """Where OpenVINO spends a frame: its per-layer performance counters for one checkpoint
-and precision, summed by layer type and kernel, with the slowest layers (issue 21).
+and precision, summed by layer type and kernel, with the slowest layers.
 
     .venv/bin/python tools/openvino_layers.py weights/rtformer-slim-camvid.safetensors \
         --precision int8 [--rounds 30] [--json slim-int8-layers.json]

@@ -1,4 +1,4 @@
-"""Stress `rtformer segment` for stalls (issue 21): many runs on small odd-size videos,
+"""Stress `rtformer segment` for stalls: many runs on small odd-size videos,
 each in its own process with a fresh OpenVINO compiled-model cache, while other
 processes load every core with multi-threaded inference; every run has a time limit.
 

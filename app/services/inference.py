@@ -93,7 +93,7 @@ class InferenceService:
 
     A watchdog (engine.runtime.watchdog) reports a frame or a model load that has run
     past the stall limit through `on_stall`, with every thread's stack in the log:
-    without it a stuck backend is a frozen picture and nothing said (issue 21). A thread
+    without it a stuck backend is a frozen picture and nothing said. A thread
     stuck in a frame is left behind with its model, and a fresh thread waits for the
     next model the user picks.
     """

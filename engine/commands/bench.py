@@ -120,7 +120,7 @@ def model_runners(
 
 def cuda_backend_runners(checkpoint: Path, frames: np.ndarray) -> dict:
     """The PyTorch CUDA backend as the Segmenter runs it (uint8 frames up, normalisation
-    and argmax on the GPU, labels down), eager against CUDA graphs (issue 14)."""
+    and argmax on the GPU, labels down), eager against CUDA graphs."""
     from engine.runtime.backends import TorchBackend
 
     runners = {}

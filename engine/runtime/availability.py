@@ -13,7 +13,7 @@ On CUDA "auto" is measured the same way (`fastest_cuda_choice`) among PyTorch fp
 PyTorch fp16 (both with CUDA graphs unless turned off) and ONNX Runtime's CUDA or
 TensorRT provider where installed; a precision other than fp32 is a candidate only
 when its labels agree with PyTorch fp32's on at least 99.9% of the pixels of the
-bundled calibration frames (issue 14: on an H200, fp16 was no faster than fp32).
+bundled calibration frames (on an H200, fp16 was no faster than fp32: BENCHMARKS.md, GPU).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ BACKEND_CHOICES = (
     BackendChoice("INT8 (OpenVINO CPU)", "openvino", "cpu", "int8"),
 )
 # mIoU points a precision may lose against fp32 (CamVid test, the app's path) to be
-# picked by "auto": the project's limits (issue 13).
+# picked by "auto": the project's limits.
 ACCURACY_LIMITS = {"fp32": 0.0, "bf16": 0.3, "int8": 1.0}
 CPU_CANDIDATES = (
     ("onnxruntime", "fp32"),
@@ -74,7 +74,7 @@ ACCURACY_REFERENCE = "onnxruntime fp32"
 
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 CUDA_CANDIDATES = (("torch", "fp32"), ("torch", "fp16"), ("onnxruntime", "fp32"))
-# The share of pixels whose labels a GPU precision must keep against PyTorch fp32 (issue 14).
+# The share of pixels whose labels a GPU precision must keep against PyTorch fp32.
 CUDA_LABEL_AGREEMENT = 0.999
 AGREEMENT_FRAMES = 4  # of the bundled calibration frames
 

@@ -247,7 +247,7 @@ def openvino_precision_hint(precision: str, capabilities: set[str]) -> str:
 
     The INT8 model's float parts (the logits' upsampling and argmax, the attention's
     MatMuls, the pooling) run in bf16 where the CPU has it, in fp32 elsewhere. On a 2-core
-    Zen 5 EPYC with AVX512-BF16 (session 14, interleaved, Segmenter at 360x480) that took
+    Zen 5 EPYC with AVX512-BF16 (interleaved, Segmenter at 360x480) that took
     Slim from 17.7 to 15.6 ms a frame and Base from 35.4 to 31.5 ms, where the fp32 TopK
     of the labels alone took 3.9 and 5.3 ms; CamVid test (OpenVINO INT8, app path) moved
     51.90 -> 51.93 and 57.51 -> 57.51, with 99.5% of labels unchanged."""
@@ -262,7 +262,7 @@ def labels_by_reduction(model) -> None:
     winning as in ArgMax.
 
     Why: with fp32 float parts the TopK was the largest node after the convolutions. Slim
-    INT8 on a Zen 5 EPYC capped at AVX2 (tools/openvino_layers.py --isa AVX2, session 15):
+    INT8 on a Zen 5 EPYC capped at AVX2 (tools/openvino_layers.py --isa AVX2):
     TopK 4.19 of 24.6 ms (17%); interleaved, quiet, 360x480: 26.6 -> 24.6 ms (x0.92);
     uncapped with the f32 hint x0.91 (INT8) and x0.93 (fp32), labels identical. With bf16
     float parts the TopK is cheap and this form slower (Base INT8 21.7 -> 25.4 ms), so the

@@ -1,7 +1,7 @@
 """This CPU: its /proc/cpuinfo fields and its class, the one reader for artefacts (the
 INT8 weights' width), auto's key, doctor, bench and the tools.
 
-The project's machines change CPU from day to day (issue 21), and three things
+The machines this runs on differ in CPU from day to day, and three things
 follow the class: whether bf16 runs (AVX512-BF16 or AMX), whether 8-bit INT8
 weights are exact (VNNI adds u8 x s8 products in 32 bits; without it vpmaddubsw
 saturates at 16 bits), and how fast each backend is (measured, never assumed).

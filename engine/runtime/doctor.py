@@ -50,25 +50,21 @@ SUPPORT = (
 )
 
 
-# What was measured on each CPU class (engine.runtime.cpu.CPU_CLASSES), 2 cores, one frame
-# at a time at 352x480, 2 threads (BENCHMARKS.md has the tables and commands).
-MEASURED_BY_CPU_CLASS = {
-    "AMX": "Xeon with AMX (issue 21): auto picks OpenVINO bf16, Slim 11.2 ms (89 FPS), Base 22.9 ms "
-    "(43.6 FPS); INT8 (8-bit weights) Slim 16.5 ms, Base 24.3 ms",
-    "AVX-512 BF16": "EPYC with AVX-512, VNNI and BF16 (issue 21): Slim OpenVINO bf16 10.5-14.0 ms, "
-    "INT8 11-14 ms; Base bf16 27 ms, INT8 20 ms. A Zen 5 EPYC of this class (session 14, 360x480): "
-    "Slim bf16 20.0 ms, INT8 18.6 ms (54 FPS); Base bf16 37.4 ms, INT8 26.0 ms (38 FPS); with INT8's "
-    "float parts in bf16, in a faster run: Slim INT8 11.2 ms (90 FPS), Base 26.1 ms (38 FPS); "
-    "session 15, quiet, two runs: Slim INT8 11.4-11.5 ms (87 FPS), Base 22.6-24.5 ms (41-44 FPS); "
-    "session 21 (session 19's weights): Slim INT8 12.1 ms (83 FPS), Base 22.4 ms (45 FPS)",
-    "VNNI": "no machine of this exact class yet; INT8 runs 8-bit weights, as on AMX",
-    "AVX2": "AVX2-only EPYC (issue 13): Slim OpenVINO INT8 18.6 FPS, Base 7.8 FPS (7-bit weights); no bf16. "
-    "Kernels seen through ONEDNN_MAX_CPU_ISA=AVX2 on a Zen 5 (session 15): convolutions 56% (Slim) and "
-    "78% (Base) of an INT8 frame; labels by reduction since, x0.92. Through the cap (session 21), "
-    "a 240x320 input (Model > Input size > 67%, --input-scale 0.67) ran Slim 1.84x and Base 2.0x "
-    "faster for 3.1 and 3.7 mIoU",
-    "other": "never measured",
-}
+def measured_on(cpu_class_name: str) -> str:
+    """What was measured on a CPU class, from the one data file BENCHMARKS.md also cites
+    (assets/measured.json): the model alone at 360x480 on 2 cores, per variant and runner."""
+    data = json.loads((resources.assets_folder() / MEASURED_FILE).read_text())
+    entry = data["classes"].get(cpu_class_name) or {"rows": []}
+    if not entry["rows"]:
+        return "not measured on this class yet"
+    rows = ", ".join(
+        f"{row['variant'].capitalize()} {row['runner']} {row['median_ms']:.1f} ms ({row['fps']:.0f} FPS)"
+        for row in entry["rows"]
+    )
+    return f"{rows}: {entry['machine']}, 360x480, one frame at a time (BENCHMARKS.md)"
+
+
+MEASURED_FILE = "measured.json"
 
 
 @dataclass
@@ -133,7 +129,7 @@ def cpu() -> Section:
             section.add(
                 "instruction-set cap", f"{ISA_CAP_VARIABLE}={cap}: features and class above are capped"
             )
-        section.add("measured on this class", MEASURED_BY_CPU_CLASS[cpu_class(flags)])
+        section.add("measured on this class", measured_on(cpu_class(flags)))
     else:
         section.add("features", "unknown on this system (no /proc/cpuinfo)")
     return section

@@ -12,7 +12,7 @@ from engine.model.rtformer import MIN_INPUT_SIZE
 # Multiples of 8 (the high-resolution branch's stride) keep a CamVid frame at 360x480, the
 # size the weights were trained and are scored at. Multiples of 32 made it 352x480, whose
 # 1/32 map is 11x15 where training saw 12x15, and RTFormer's attention, which sees the
-# whole map, noticed (issue 23): the CamVid-only Slim scored 51.87 mIoU on CamVid test at
+# whole map: the CamVid-only Slim scored 51.87 mIoU on CamVid test at
 # 352x480 and 52.51 at 360x480. For 1280x720 frames, 272x480 instead of 256x480 took the
 # shipped Slim's agreement with the probe's reference from 82.7% to 84.0%. Cost, 360
 # against 352, interleaved on a quiet 2-core EPYC (AVX-512 BF16), ms a frame through the
@@ -23,7 +23,7 @@ SIZE_MULTIPLE = 8
 
 # The input sizes offered besides the model's own (the app's Input size menu, `--input-scale`),
 # as fractions of each side: for CPUs too slow for the full size (an AVX2-only CPU ran Slim
-# at 18.6 FPS, issue 21), fewer pixels for fewer convolutions, at a measured cost in accuracy
+# at 18.6 FPS), fewer pixels for fewer convolutions, at a measured cost in accuracy
 # (BENCHMARKS.md, "Smaller inputs for slow CPUs": through the AVX2 cap, 240x320 ran Slim
 # 1.84x and Base 2.0x faster for 3.1 and 3.7 mIoU on CamVid test).
 INPUT_SCALES = (1.0, 0.8, 2 / 3)

@@ -8,7 +8,7 @@ when they all wait on each other), how long, and every thread's stack, so the re
 shows the native call or lock a stage sits in. The pipeline then stops with a
 `StallError` and keeps what it wrote; it never waits for ever.
 
-Why (issue 21): two `segment` runs on a loaded 2-core machine sat at "0/12 frames" until
+Why: two `segment` runs on a loaded 2-core machine sat at "0/12 frames" until
 killed after 180 s, with nothing said about where. The limit is generous: OpenVINO has
 been seen to take about 150 s compiling one new input shape on an oversubscribed
 machine, and that is slow, not stuck.

@@ -79,7 +79,7 @@ def distrust_dark_answers(targets: torch.Tensor, dark: torch.Tensor, classes: Se
 
     Why: the committee calls a shadowed road Car. On the drive's 47 frames where Car
     covers over 30% of the road ahead, 76% of its Car pixels are darker than 40 grey
-    levels, against 46% on its other frames (session 17). Dropping those targets loses
+    levels, against 46% on its other frames. Dropping those targets loses
     some true dark cars too; CamVid's labels still teach them. Measured on Slim after a
     shadow run: Car on the demo's shadowed road 43.7% -> 17.7% in 800 steps
     (tools/demo_faults.py), CamVid test level (50.82 -> 50.95).

@@ -1,7 +1,7 @@
 """Flicker: how many pixels of a video change class from one frame to the next once the
 motion is followed, and how far the labels agree with a reference model meanwhile.
 
-The metric (issue 22), between each pair of consecutive frames, both shrunk to
+The metric, between each pair of consecutive frames, both shrunk to
 MEASURE_WIDTH pixels wide (aspect kept): OpenCV DIS optical flow (medium preset) both
 ways; the previous frame's labels carried along the backward flow (nearest neighbour);
 the share of pixels whose label differs, counted only inside the frame and where the

@@ -172,13 +172,13 @@ def crop_warning(crop_size: tuple[int, int], frame_size: tuple[int, int]) -> str
     and the GPU-friendly attention and DAPPM's pools normalise over every position. A
     crop of another size trains another token grid. From scratch that is the official
     recipe (Cityscapes: 1024x512 crops of 2048x1024 frames); a fine-tune of weights
-    trained at the frame's size is what it erodes. Measured (issue 23, 200 steps of
+    trained at the frame's size is what it erodes. Measured (200 steps of
     cross-entropy on CamVid train from the CamVid-only Slim): 288x384 crops at scale
     0.75-1.5 took CamVid train, its own training frames, from 72.82 to 69.81 mIoU and
     test from 52.51 to 50.07; 360x480 crops at 0.5-2.0 held them (72.86, 52.65). The grid
     the app runs at counts too: when it rounded frames to multiples of 32 (352x480), a
-    360x480 distillation gained 0.17 at 360x480 and lost 1.14 at 352x480; since session 13
-    it keeps CamVid frames at 360x480 (engine/runtime/preprocess.py).
+    360x480 distillation gained 0.17 at 360x480 and lost 1.14 at 352x480; so it
+    keeps CamVid frames at 360x480 (engine/runtime/preprocess.py).
     """
     if tuple(crop_size) == tuple(frame_size):
         return None
