@@ -4,7 +4,7 @@ record beside the weights (`<stem>.accuracy.json`) that "auto" reads to know whi
 precisions stay within the accuracy limits (engine.runtime.availability).
 
     .venv/bin/python tools/backend_accuracy.py weights/rtformer-slim-camvid.safetensors \
-        --data-root ../shared/data/CamVid
+        --data-root data/CamVid
 
 INT8 is calibrated on the default calibration (assets/calibration: CamVid train and Udacity frames), which is what
 the app and `segment` use when the user gives none; `--calibration` measures another.

@@ -3,7 +3,7 @@ re-estimate them (no weight changes) from a stream of training crops, the way a
 fine-tune would leave them, and evaluate (research path).
 
     .venv/bin/python tools/bn_statistics.py weights/rtformer-slim-camvid.safetensors \\
-        --data-root ../shared/data/CamVid --crop 288 384 --scales 0.75 1.5 --momentum 0.1
+        --data-root data/CamVid --crop 288 384 --scales 0.75 1.5 --momentum 0.1
 
 --momentum 0.1 keeps PyTorch's running average (the last ten or so batches dominate,
 as at the end of a fine-tune); without it the statistics are the exact average over
@@ -25,7 +25,7 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
-    parser.add_argument("--data-root", default="../shared/data/CamVid")
+    parser.add_argument("--data-root", default="data/CamVid")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], help="the crops' source")
     parser.add_argument("--eval-split", default="test")
     parser.add_argument("--crop", type=int, nargs=2, default=(360, 480), help="(H, W); 0 0: whole frames")

@@ -14,11 +14,11 @@ Every number comes from frames the member did not train on, and none from CamVid
   The Sky shares of both on the unlabelled Udacity drive (training input) are printed
   as a check.
 
-    python tools/committee_weights.py --data-root ../shared/data/CamVid \
-        --espnetv2 ../shared/teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \
-        --deeplab ../shared/teachers/edgetpu-deeplab-cityscapes/deeplab_mobilenet_edgetpu_slim_cityscapes_quant.tflite \
-        --cgnet ../shared/teachers/cgnet-camvid/cgnet_m3n21_camvid.pth --cgnet-report cgnet-test.json \
-        --unlabelled ../shared/data/udacity-hmb-unlabelled -o configs/committee.json
+    python tools/committee_weights.py --data-root data/CamVid \
+        --espnetv2 teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \
+        --deeplab teachers/edgetpu-deeplab-cityscapes/deeplab_mobilenet_edgetpu_slim_cityscapes_quant.tflite \
+        --cgnet teachers/cgnet-camvid/cgnet_m3n21_camvid.pth --cgnet-report cgnet-test.json \
+        --unlabelled data/udacity-hmb-unlabelled -o configs/committee.json
 """
 
 from __future__ import annotations

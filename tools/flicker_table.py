@@ -2,9 +2,9 @@
 flicker, agreement with the Cityscapes teacher at 1024x512, and the stabilizer's cost.
 
     .venv/bin/python tools/flicker_table.py --teacher \\
-        ../shared/teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \\
-        --clip demo-drive=../shared/data/udacity-hmb-clip/hmb-first-30s-20fps.mp4 \\
-        --clip dashcam=../shared/data/dashcam-probe/vd-test_video.mp4 \\
+        teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \\
+        --clip demo-drive=data/udacity-hmb-clip/hmb-first-30s-20fps.mp4 \\
+        --clip dashcam=data/dashcam-probe/vd-test_video.mp4 \\
         --clip camvid-0016E5=/tmp/camvid-0016E5-15fps.mp4 -o docs/benchmarks/steady-masks.json
 
 The CamVid clip is val sequence 0016E5 (101 frames labelled at 15 Hz, the only CamVid

@@ -4,7 +4,7 @@ time-boxed training of RTFormer-Slim and RTFormer-Base side by side.
 Run from the repository root on the GPU machine, with CamVid packed beside the code
 (the machine reaches nothing else; PyAV is not needed on this path):
 
-    python tools/gpu_check.py pack ../shared/data/CamVid .gpu/CamVid   # here, once
+    python tools/gpu_check.py pack data/CamVid .gpu/CamVid   # here, once
     python3 tools/gpu_check.py --data .gpu/CamVid --out $OUT --seconds 540  # there
 
 `--recipe distill` continues the shipped lineage instead (configs/distill-drive-distrust.toml
@@ -12,7 +12,7 @@ from the shipped weights, with the ESPNetv2 teacher run online on every crop in 
 the cached committee, whose members do not all run on the GPU machine), at the GPU's
 batch 16; its extra data travels packed too (`pack-distill`, 26 MB):
 
-    python tools/gpu_check.py pack-distill ../shared .gpu/distill        # here, once
+    python tools/gpu_check.py pack-distill . .gpu/distill                # here, once
     python3 tools/gpu_check.py --recipe distill --data .gpu/CamVid --distill-data .gpu/distill \
         --no-checks --out $OUT --seconds 540                              # there
 

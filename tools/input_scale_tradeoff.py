@@ -3,9 +3,9 @@ milliseconds a frame, at each input scale the app offers (`INPUT_SCALES`), the t
 interleaved in one process so that the machine's noise hits every scale alike.
 
     # accuracy (any time), then speed (on a quiet machine):
-    .venv/bin/python tools/input_scale_tradeoff.py --data-root ../shared/data/CamVid \
+    .venv/bin/python tools/input_scale_tradeoff.py --data-root data/CamVid \
         --backend openvino --precision int8 --no-speed -o docs/input-scales-accuracy-openvino-int8.json
-    .venv/bin/python tools/input_scale_tradeoff.py --data-root ../shared/data/CamVid \
+    .venv/bin/python tools/input_scale_tradeoff.py --data-root data/CamVid \
         --backend openvino --precision int8 --no-eval -o docs/input-scales-speed-epyc-bf16.json
     # the kernels an AVX2-only CPU gets (BENCHMARKS.md, "the instruction-set cap"), speed only:
     ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python tools/input_scale_tradeoff.py --no-eval ...

@@ -2,7 +2,7 @@
 ms per frame, for ONNX Runtime and OpenVINO, side by side in one run.
 
     .venv/bin/python tools/int8_weight_width.py weights/rtformer-slim-camvid.safetensors \
-        weights/rtformer-base-camvid.safetensors --data-root ../shared/data/CamVid -o int8-width.json
+        weights/rtformer-base-camvid.safetensors --data-root data/CamVid -o int8-width.json
 
 Why it matters: CPUs without VNNI multiply u8 x s8 pairs with a saturating 16-bit add
 (vpmaddubsw), which 8-bit weights overflow (engine.runtime.quantize); with VNNI they

@@ -5,7 +5,7 @@ it knew; the interpolation keeps much of both.
 
     .venv/bin/python tools/interpolate_weights.py weights/rtformer-base-camvid.safetensors \
         runs/card/rtformer-base-camvid.safetensors --alphas 0.25 0.5 0.75 \
-        --data-root ../shared/data/CamVid --frames ../shared/data/udacity-hmb-unlabelled \
+        --data-root data/CamVid --frames data/udacity-hmb-unlabelled \
         --teacher-cache runs/teacher-cache --teacher TEACHER.pth -o runs/card/base-wise
 
 With `--no-eval` it only writes the mixes, for a recipe whose alpha is fixed in advance

@@ -3,7 +3,7 @@ test image alone (sky replacement, hue/colour temperature, gamma, grayscale, blu
 JPEG): how far a model's answer depends on CamVid's look.
 
     .venv/bin/python tools/look_robustness.py weights/rtformer-slim-camvid.safetensors \
-        runs/slim-distill/last.safetensors --data-root ../shared/data/CamVid -o runs/look-robustness.json
+        runs/slim-distill/last.safetensors --data-root data/CamVid -o runs/look-robustness.json
 
 Each change is drawn with a fixed seed per image, so every model sees the same images.
 This measures invariance after training; it is not a training ablation (one training

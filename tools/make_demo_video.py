@@ -1,13 +1,13 @@
 """Make the bundled demo video from CamVid test frames (sequence Seq05VD).
 
-    .venv/bin/python tools/make_demo_video.py ../shared/data/CamVid assets/demo-camvid-seq05vd.mp4
+    .venv/bin/python tools/make_demo_video.py data/CamVid assets/demo-camvid-seq05vd.mp4
 
 CamVid's test set samples Seq05VD at 1 frame per second; played back at 5 fps
 the 171 frames make a 34-second drive. H.264 through PyAV, a few MB. The one CamVid
 stretch labelled at video rate, val sequence 0016E5 (15 Hz), makes the steady-mask
 benchmark's CamVid clip (BENCHMARKS.md):
 
-    .venv/bin/python tools/make_demo_video.py ../shared/data/CamVid /tmp/camvid-0016E5-15fps.mp4 \
+    .venv/bin/python tools/make_demo_video.py data/CamVid /tmp/camvid-0016E5-15fps.mp4 \
         --split val --sequence 0016E5 --fps 15 --crf 18
 CamVid is CC BY-NC 4.0: so is this video (see weights/README.md).
 """

@@ -3,8 +3,8 @@ started from, stage by stage, and score each mix on CamVid test and the dashcam 
 
     .venv/bin/python tools/mix_by_stage.py runs/slim-camvid-only.safetensors \
         weights/rtformer-slim-camvid.safetensors --shipped-alpha 0.4 \
-        --data-root ../shared/data/CamVid --frames ../shared/data/dashcam-probe \
-        --teacher ../shared/teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \
+        --data-root data/CamVid --frames data/dashcam-probe \
+        --teacher teachers/espnetv2-cityscapes/espnetv2_s_2.0_city_1024x512.pth \
         -o runs/mix-by-stage-slim.json
 
 AFTER is either the fine-tuned checkpoint itself or, with `--shipped-alpha A`, a WiSE-FT

@@ -2,7 +2,7 @@
 against fp32 float parts (labels by the reduction, `labels_by_reduction`), interleaved in
 one process through `Segmenter.infer_labels` on a CamVid frame at 360x480.
 
-    .venv/bin/python tools/openvino_float_parts.py --frames ../shared/data/CamVid/test -o OUT.json
+    .venv/bin/python tools/openvino_float_parts.py --frames data/CamVid/test -o OUT.json
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def compare(checkpoint: str, frame, rounds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", default="../shared/data/CamVid/test")
+    parser.add_argument("--frames", default="data/CamVid/test")
     parser.add_argument("--variants", nargs="+", default=["slim", "base"])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("-o", "--output", type=Path)

@@ -2,7 +2,7 @@
 `tools/interpolate_weights.py`) into a shipped checkpoint in weights/.
 
     .venv/bin/python tools/ship_weights.py runs/slim-camvid weights/rtformer-slim-camvid.safetensors \
-        --data-root ../shared/data/CamVid --split test
+        --data-root data/CamVid --split test
     .venv/bin/python tools/ship_weights.py MIX.safetensors OUT.safetensors --data-root ... --keep-bn --half
 
 Recomputes the BN statistics over the training images (see

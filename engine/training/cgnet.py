@@ -3,7 +3,7 @@ Network for Semantic Segmentation", IEEE TIP 2020), at M = 3, N = 21: the CamVid
 
 Used for training and evaluation only; the app and the runtime never import it.
 Written from the paper and checked against the released CamVid weights
-(`../shared/teachers/cgnet-camvid/`): `state_dict()` has the file's 498 tensor names
+(`teachers/cgnet-camvid/`): `state_dict()` has the file's 498 tensor names
 and shapes, and it loads strictly.
 
 For an (N, 3, H, W) input (the frame minus a per-channel mean, no std):

@@ -36,7 +36,7 @@ def option(default, group: str, help: str, **kwargs):
 class TrainConfig:
     # data
     dataset: str = option("camvid", "data", "the class set and folder layout of the labelled data")
-    data_root: str = option("../shared/data/CamVid", "data", "the labelled data set's folder")
+    data_root: str = option("data/CamVid", "data", "the labelled data set's folder")
     train_split: str = option("train", "data", "the split(s) to train on, e.g. train+val")
     val_split: str = option("val", "data", "the split validated on during training; empty: none")
     unlabelled: tuple[str, ...] = option(

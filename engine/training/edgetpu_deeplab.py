@@ -9,7 +9,7 @@ fraction of overlapping windows voting for each CamVid class.
 The graph takes one fixed (1, 513, 513, 3) uint8 RGB window (it normalises inside) and
 returns (1, 513, 513) Cityscapes train ids. A frame is upscaled by `scale` (x1.5 scored
 best on CamVid test: 61.4 mIoU, against 60.3 at x2 and 53.6 for one 513x513 squash,
-`../shared/teachers/edgetpu-deeplab-cityscapes/README.md`) and covered by windows
+`teachers/edgetpu-deeplab-cityscapes/README.md`) and covered by windows
 `stride` apart, the last flush with the edge.
 """
 

@@ -3,7 +3,7 @@ the Cityscapes-trained teacher for distillation and for judging generalization.
 
 Used for training and evaluation only; the app and the runtime never import it.
 Written from the paper's description and checked against the released weights
-(`../shared/teachers/espnetv2-cityscapes/`): `state_dict()` has the file's 526
+(`teachers/espnetv2-cityscapes/`): `state_dict()` has the file's 526
 tensor names and shapes, and it loads strictly.
 
 Encoder (EESPNet without its level 5 and classifier), for an (N, 3, H, W) input:
@@ -28,7 +28,7 @@ from torch import nn
 CITYSCAPES_TO_CAMVID = (3, 4, 1, 1, 7, 2, 6, 6, 5, 5, 0, 9, 10, 8, 8, 8, 8, 10, 10)
 TEACHER_CHANNELS = 20
 # (H, W) the released weights were trained at. A frame squashed to it scores 60.2 mIoU on
-# CamVid test, against 54.0 at twice CamVid's size (../shared/teachers/espnetv2-cityscapes).
+# CamVid test, against 54.0 at twice CamVid's size (teachers/espnetv2-cityscapes).
 OWN_SIZE = (512, 1024)
 
 

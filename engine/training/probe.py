@@ -1,5 +1,5 @@
 """Generalization probe: how far a model agrees with a reference model on unlabelled
-frames from beyond its training data (e.g. `../shared/data/dashcam-probe/`, sunny
+frames from beyond its training data (e.g. `data/dashcam-probe/`, sunny
 highway frames, which CamVid's overcast Cambridge never showed).
 
 The reference is the ESPNetv2 Cityscapes teacher speaking CamVid classes: the argmax
