@@ -74,5 +74,5 @@ def test_the_shipped_weights_metadata_holds_no_diary_words(variant):
 
 
 def test_what_doctor_says_was_measured_holds_no_diary_words():
-    for cpu_class in CPU_CLASSES:
+    for cpu_class, _flags in CPU_CLASSES:
         assert not diary_words(measured_on(cpu_class))

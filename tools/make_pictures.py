@@ -34,7 +34,9 @@ def run(*command: str) -> None:
 
 
 def screenshot() -> None:
-    run("-m", "app.main", DEMO, "--checkpoint", SLIM, "--seconds", "12", "--screenshot", "docs/screenshot.png")
+    run(
+        "-m", "app.main", DEMO, "--checkpoint", SLIM, "--seconds", "12", "--screenshot", "docs/screenshot.png"
+    )
 
 
 def failures() -> None:
@@ -53,7 +55,9 @@ PICTURES = {"screenshot": screenshot, "failures": failures, "gif": gif}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(PICTURES), default=list(PICTURES))
     for name in parser.parse_args().only:
         PICTURES[name]()
