@@ -142,3 +142,14 @@ TIMEOUT = 30_000  # ms, for qtbot.waitUntil
 def wait_for_results(qtbot, window, count: int) -> None:
     target = window.session.results_seen + count
     qtbot.waitUntil(lambda: window.session.results_seen >= target, timeout=TIMEOUT)
+
+
+def import_tool(name: str):
+    """A script of tools/ imported as a module (tools/ is not a package), for its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 machine gives this project about 15 minutes a session, rarely, so a fault in the script
 must show here, not there."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,17 +15,14 @@ import torch
 
 from engine.model.checkpoint import load_checkpoint
 from engine.training.data import camvid
-from tests.synthetic import make_camvid, write_checkpoint
+from tests.synthetic import import_tool, make_camvid, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_tool("gpu_check")
 
 
 def run_tool(*args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ the file the step before made, the shipped metadata names recipes and digests (n
 paths), and any start file comes back from git history by its SHA-256."""
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import subprocess
@@ -13,16 +12,10 @@ import pytest
 
 from engine.model.checkpoint import read_checkpoint_info
 from engine.resources import shipped_weights
+from tests.synthetic import import_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAGE = json.loads((ROOT / "weights" / "lineage.json").read_text())
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("weights_lineage", ROOT / "tools" / "weights_lineage.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("variant", ["slim", "base"])
@@ -46,7 +39,7 @@ def test_the_shipped_metadata_names_recipes_and_digests_not_local_paths(variant)
 
 
 def test_a_start_file_comes_back_from_git_history_by_its_digest(tmp_path):
-    tool = load_tool()
+    tool = import_tool("weights_lineage")
     repo = tmp_path / "repo"
     (repo / "weights").mkdir(parents=True)
 

@@ -15,6 +15,7 @@ to the new file digest.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -84,7 +85,7 @@ def lineage_metadata(variant: str, steps: list[dict]) -> dict:
         "recipe": last["recipe"],
         "training_command": training_command(last),
         "lineage": recipe_steps,
-        "train_config": json.loads(json.dumps(config.__dict__)),
+        "train_config": json.loads(json.dumps(dataclasses.asdict(config))),
         "lineage_file": "weights/lineage.json; tools/weights_lineage.py restore SHA256 gives any start file",
     }
 

@@ -50,6 +50,9 @@ SUPPORT = (
 )
 
 
+MEASURED_FILE = "measured.json"  # in the assets folder: the rows BENCHMARKS.md summarises
+
+
 def measured_on(cpu_class_name: str) -> str:
     """What was measured on a CPU class, from the one data file BENCHMARKS.md also cites
     (assets/measured.json): the model alone at 360x480 on 2 cores, per variant and runner."""
@@ -62,9 +65,6 @@ def measured_on(cpu_class_name: str) -> str:
         for row in entry["rows"]
     )
     return f"{rows}: {entry['machine']}, 360x480, one frame at a time (BENCHMARKS.md)"
-
-
-MEASURED_FILE = "measured.json"
 
 
 @dataclass

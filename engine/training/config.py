@@ -27,9 +27,9 @@ GROUPS = (
 INCLUDE_KEY = "include"
 
 
-def option(default, group: str, help: str, **kwargs):
+def option(default, group: str, help: str):
     """A config field with its `rtformer train -h` group and help sentence."""
-    return field(default=default, metadata={"group": group, "help": help}, **kwargs)
+    return field(default=default, metadata={"group": group, "help": help})
 
 
 @dataclass
