@@ -10,6 +10,7 @@ that none shows superseded ones:
 - docs/steady-masks.gif: each frame's own labels beside steady masks (tools/steady_masks_gif.py).
 
     .venv/bin/python tools/make_pictures.py [--only screenshot failures gif]
+    QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python tools/make_pictures.py --only screenshot
 """
 
 from __future__ import annotations
