@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,training]"
+	$(BIN)/pip install --quiet -e ".[dev,training,cluster]"
 	touch $(STAMP)
 
 setup: $(STAMP)

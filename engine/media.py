@@ -31,8 +31,19 @@ ENCODERS = ("libx264", "h264", "mpeg4")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what cv2.imread takes
 
 
+# What a folder walk takes for a video by its name (FFmpeg reads many more, given by name).
+VIDEO_SUFFIXES = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv",
+    ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp", ".ogv",
+)  # fmt: skip
+
+
 def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def list_images(folder: str | Path, pattern: str = "*") -> list[Path]:

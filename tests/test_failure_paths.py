@@ -135,7 +135,7 @@ def test_segment_says_when_the_output_folder_cannot_be_created(tmp_path, weights
     assert "cannot create the output folder" in err and "Traceback" not in err
 
 
-def test_segment_skips_an_unreadable_image_of_a_folder_and_lists_it(tmp_path, weights, capsys):
+def test_segment_records_an_unreadable_image_of_a_folder_as_failed_and_goes_on(tmp_path, weights, capsys):
     folder = tmp_path / "images"
     folder.mkdir()
     for index in range(3):
@@ -144,10 +144,11 @@ def test_segment_skips_an_unreadable_image_of_a_folder_and_lists_it(tmp_path, we
     output = tmp_path / "masks"
     code = rtformer(["segment", str(folder), "-o", str(output), "--checkpoint", str(weights["slim"])])
     captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert sorted(p.name for p in output.iterdir()) == ["0.png", "1.png", "2.png"]
-    assert "skipped 1 unreadable image(s)" in captured.err and "1b.png" in captured.err
-    assert captured.out.startswith("3 frame(s)")
+    assert code == 1  # something failed: the exit status says so
+    assert sorted(p.name for p in output.iterdir()) == ["0.png", "1.png", "2.png", "manifest.jsonl"]
+    assert "failed: " in captured.err and "1b.png as an image" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out.startswith("3 done, 1 failed")
 
 
 # ------------------------------------------------------------ 2: crash-safe recording

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from engine.commands.archive_ray import RayMissing
 from engine.media import VideoError
 from engine.model.checkpoint import CheckpointError, read_checkpoint_info
 from engine.model.classes import CLASS_SETS
@@ -153,7 +154,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print_report(report, args.output)
 
 
-def cmd_segment(args: argparse.Namespace) -> None:
+def cmd_segment(args: argparse.Namespace) -> int:
+    if is_archive_job(args):
+        return segment_archive(args)
     from engine.commands.segment_files import segment_path
 
     segmenter = segmenter_from_args(
@@ -165,7 +168,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
     )
     report = segment_path(
         segmenter,
-        args.input,
+        args.inputs[0],
         args.output,
         args.view,
         args.alpha,
@@ -180,6 +183,76 @@ def cmd_segment(args: argparse.Namespace) -> None:
     if report.stage_ms:
         stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in report.stage_ms.items())
         print(f"median ms per frame: {stages}")
+    return 0
+
+
+def is_archive_job(args: argparse.Namespace) -> bool:
+    """One video or image file with -o FILE is segmented as it always was; anything more
+    (several inputs, a folder, a pattern, a list, the Ray engine) is an archive job."""
+    if args.list or args.engine == "ray" or len(args.inputs) != 1:
+        return True
+    return not Path(args.inputs[0]).is_file()
+
+
+def segment_archive(args: argparse.Namespace) -> int:
+    """An archive job (engine.commands.archive): 1 when any input failed, now or before."""
+    from engine.commands.archive import JobSettings, collect_inputs, read_list_file, run_archive
+
+    entries = [*args.inputs, *(read_list_file(args.list) if args.list else [])]
+    if not entries:
+        raise VideoError("no input: name files, folders or patterns, or --list FILE")
+    folder = Path(args.output)
+    plan = collect_inputs(entries, folder, args.labels)
+    for entry in plan.missing:
+        print(f"rtformer segment: error: {entry}: no such file, folder or match", file=sys.stderr)
+    if plan.ignored:
+        names = ", ".join(str(path) for path in plan.ignored[:5]) + (", ..." if len(plan.ignored) > 5 else "")
+        print(
+            f"left out {len(plan.ignored)} file(s) neither a video nor an image by name: {names}",
+            file=sys.stderr,
+        )
+    settings = JobSettings(
+        checkpoint=str(Path(args.checkpoint).absolute()),
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        calibration=str(Path(args.calibration).absolute()) if args.calibration else None,
+        input_scale=args.input_scale,
+        streams=args.streams,
+        cuda_graphs=False if args.no_cuda_graphs else None,
+        batch_size=args.batch_size,
+        stall_seconds=args.stall_limit,
+        view=args.view,
+        alpha=args.alpha,
+        labels=args.labels,
+        stabilize=not args.no_stabilize,
+    )
+    engine = None
+    if args.engine == "ray":
+        from engine.commands.archive_ray import RayOptions, ray_engine
+
+        engine = ray_engine(
+            RayOptions(args.workers, args.cpus_per_worker, args.gpus_per_worker, args.ray_address)
+        )
+    print(f"{len(plan.items)} input(s) -> {folder} on the {args.engine} engine", file=sys.stderr)
+    report = run_archive(plan, folder, settings, args.retry_failed, progress=True, engine=engine)
+    print_archive_summary(report, folder)
+    return 1 if report.failed or plan.missing else 0
+
+
+def print_archive_summary(report, folder: Path) -> None:
+    fps = report.frames / report.seconds if report.seconds else 0.0
+    print(
+        f"{len(report.done)} done, {len(report.failed)} failed, {report.skipped_done} done before "
+        f"(skipped); {report.frames} frame(s) in {report.seconds:.1f} s ({fps:.1f} FPS) -> {folder}"
+    )
+    for row in report.failed:
+        earlier = " (earlier; --retry-failed tries again)" if row in report.skipped_failed else ""
+        print(f"failed: {row['input']}: {row['error']}{earlier}", file=sys.stderr)
+    for row in report.done:
+        if row.get("warning"):
+            print(f"warning: {row['input']}: {row['warning']}", file=sys.stderr)
+    print(f"manifest: {folder / 'manifest.jsonl'}", file=sys.stderr)
 
 
 def cmd_flicker(args: argparse.Namespace) -> None:
@@ -460,10 +533,18 @@ def add_probe(commands) -> None:
 
 
 def add_segment(commands) -> None:
-    segment = commands.add_parser("segment", help="segment a video, an image or a folder of images")
-    segment.add_argument("input")
+    segment = commands.add_parser(
+        "segment", help="segment videos and images: a file, folders, patterns or a list; resumable"
+    )
     segment.add_argument(
-        "-o", "--output", required=True, help="an .mp4 for videos, a .png or a folder for images"
+        "inputs", nargs="*", metavar="INPUT", help="videos, images, folders or glob patterns"
+    )
+    segment.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="for one video or image: the output file (.mp4, .png); for more: a folder that mirrors "
+        "the inputs' paths and holds manifest.jsonl",
     )
     segment.add_argument("--checkpoint", default=str(shipped_weights()["slim"]))
     add_backend_options(
@@ -498,8 +579,8 @@ def add_segment(commands) -> None:
     segment.add_argument(
         "--labels",
         action="store_true",
-        help="write label maps (class ids) instead of colours; a video becomes a folder -o FOLDER "
-        "of frame_000000.png, ... one per frame",
+        help="write label maps (class ids) instead of colours; a video becomes a folder of "
+        "frame_000000.png, ... one per frame",
     )
     segment.add_argument(
         "--no-stabilize",
@@ -507,7 +588,43 @@ def add_segment(commands) -> None:
         help="videos: each frame's own labels, without the steady masks (which cut flicker 44-68%%)",
     )
     add_input_scale(segment)
+    add_archive_options(segment)
     segment.set_defaults(run=cmd_segment)
+
+
+def add_archive_options(parser: argparse.ArgumentParser) -> None:
+    job = parser.add_argument_group("archive jobs (several inputs; docs/cluster.md)")
+    job.add_argument("--list", metavar="FILE", help="also the paths in FILE, one a line")
+    job.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try again the inputs the manifest says failed (by default a rerun skips them)",
+    )
+    job.add_argument(
+        "--engine",
+        choices=("process", "ray"),
+        default="process",
+        help="process: one file after the other in this process (default); ray: files spread over "
+        "Ray actors, on this machine or a cluster (the cluster extra)",
+    )
+    job.add_argument(
+        "--workers", type=int, metavar="N", help="ray: actors (default: the CPUs / --cpus-per-worker)"
+    )
+    job.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=2,
+        metavar="K",
+        help="ray: CPUs each actor takes; its inference threads follow (default 2)",
+    )
+    job.add_argument(
+        "--gpus-per-worker", type=float, default=0, metavar="G", help="ray: GPUs each actor takes (default 0)"
+    )
+    job.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="ray: join this cluster (default: $RAY_ADDRESS, else Ray starts on this machine)",
+    )
 
 
 def add_flicker(commands) -> None:
@@ -600,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except (
         CheckpointError,
         DatasetError,
@@ -610,10 +727,11 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
         FileNotFoundError,
         MissingRuntime,
+        RayMissing,
     ) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class SegmentReport:
     stage_ms: dict[str, float] = field(default_factory=dict)  # median per stage, videos only
     skipped: list[Path] = field(default_factory=list)  # unreadable images of a folder
     warnings: list[str] = field(default_factory=list)  # for the user, said at the end
+    first_frame_seconds: float = 0.0  # from the call to the first frame out of the model, videos only
 
     @property
     def fps(self) -> float:
@@ -64,6 +65,7 @@ def segment_video(
     stall_seconds: float | None = None,
     stabilizer: MaskStabilizer | None = None,
     labels_only: bool = False,
+    bar_position: int = 0,
 ) -> SegmentReport:
     """Every frame of `source`, segmented, into `output` with the same timestamps (or,
     `labels_only`, into the folder `output`: frame_000000.png, ... label maps).
@@ -75,25 +77,26 @@ def segment_video(
 
     A watchdog (engine.runtime.watchdog) ends the run with a StallError naming the
     stuck stage, its stack in the log, when no frame moves for `stall_seconds`
-    (default: $RTFORMER_STALL_SECONDS or 300 s); `output` keeps the frames written.
-    """
+    (default: $RTFORMER_STALL_SECONDS or 300 s); `output` keeps the frames written. The
+    bar of frames sits on line `bar_position` (1: below a job's bar of files)."""
     info = probe(source)
     if batch_size is None:
         batch_size = measured_batch_size(segmenter, np.zeros((info.height, info.width, 3), np.uint8))
     pipeline = _VideoPipeline(stall_seconds, stabilizer)
-    decode = DecodeReport()
+    decode, first_frame = DecodeReport(), 0.0
     started = time.perf_counter()
     encoding = (output, info, segmenter.lut, view, alpha, labels_only)
     threads = [
         threading.Thread(target=pipeline.decode, args=(source, decode), name="decode", daemon=True),
         threading.Thread(target=pipeline.encode, args=encoding, name="encode", daemon=True),
     ]
-    bar = tqdm(total=info.frames or None, unit="frame", disable=not progress, desc=source.name)
+    bar = _frames_bar(info.frames, source.name, progress, bar_position)
     with pipeline.watchdog:
         for thread in threads:
             thread.start()
         try:
             for item in _segmented_in_order(segmenter, pipeline, batch_size):
+                first_frame = first_frame or time.perf_counter() - started
                 if not _put(pipeline.rendered, item, pipeline.stop):
                     break
                 bar.update(1)
@@ -109,7 +112,20 @@ def segment_video(
             bar.close()
     pipeline.raise_failure(output)
     medians = {stage: statistics.median(values) for stage, values in pipeline.stages.items() if values}
-    return SegmentReport(decode.frames, time.perf_counter() - started, decode.damaged, decode.error, medians)
+    seconds = time.perf_counter() - started
+    return SegmentReport(decode.frames, seconds, decode.damaged, decode.error, medians, [], [], first_frame)
+
+
+def _frames_bar(frames: int, name: str, shown: bool, position: int) -> tqdm:
+    """A video's bar of frames; on line 1, below a job's bar of files, it goes when done."""
+    return tqdm(
+        total=frames or None,
+        unit="frame",
+        disable=not shown,
+        desc=name,
+        position=position,
+        leave=position == 0,
+    )
 
 
 class _VideoPipeline:
@@ -409,7 +425,7 @@ def segment_image(
 ) -> None:
     frame = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if frame is None:
-        raise VideoError(f"cannot read image {source}")
+        raise VideoError(f"cannot read {source.name} as an image: it is damaged or not an image")
     write_segmented(segmenter, frame, output, view, alpha, labels_only)
 
 

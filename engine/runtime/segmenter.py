@@ -139,6 +139,7 @@ class Segmenter:
         self.backend = create_backend(
             self.checkpoint, backend, device, precision, calibration, threads, streams, cuda_graphs
         )
+        self.backend_name, self.precision = backend, precision  # what "auto" resolved to
         self.preprocessor = Preprocessor(self.input_size, self.info.mean, self.info.std)
         self.lut = palette_lut(self.info.palette)
         self.timings = StageTimes()
