@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 # Ray reads it when imported: its servers then bind the loopback address, not the network.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -172,14 +173,22 @@ def test_patterns_lists_and_files_name_inputs_and_the_output_never_overwrites_on
     shutil.copytree(tree, copy)
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     assert segment(copy, "-o", copy, checkpoint=checkpoint) == 1
+    assert "is an input: choose another output folder" in capsys.readouterr().err
+    assert segment(copy / "cam1/pic.png", copy / "b.mov", "-o", copy, checkpoint=checkpoint) == 1
     assert "would overwrite the input" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
 
     inside = copy / "segmented"  # an output folder inside the input: never read back as input
     segment(copy, "-o", inside, checkpoint=checkpoint)
     segment(copy, "-o", inside, checkpoint=checkpoint)
-    assert "5 done before" in capsys.readouterr().out
+    segment(copy / "*", "-o", inside, checkpoint=checkpoint)  # the pattern matches the output folder too
+    assert capsys.readouterr().out.count("5 done before") == 2
     assert not any(row["input"].startswith(str(inside)) for row in rows_of(inside))
+
+    (tmp_path / "no-media").mkdir()
+    (tmp_path / "no-media/readme.txt").write_text("no footage here")
+    assert segment(tmp_path / "no-media", "-o", tmp_path / "none", checkpoint=checkpoint) == 1
+    assert "no video or image in" in capsys.readouterr().err
 
 
 def test_a_row_cut_short_is_ignored_and_a_second_job_on_the_folder_is_refused(
@@ -355,6 +364,20 @@ def test_a_killed_ray_driver_resumes_with_nothing_lost_or_doubled(checkpoint, tm
     assert first[0] == "drive3.mp4"  # the largest file first
     assert main(["segment", *arguments]) == 0
     assert_each_input_done_once(output, expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_a_ray_actor_that_cannot_load_the_model_fails_its_files_with_the_reason(
+    tree, checkpoint, tmp_path, ray_temp_dir, monkeypatch
+):
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_temp_dir))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    output = tmp_path / "out"
+    arguments = ["--engine", "ray", "--device", "cuda", "--cpus-per-worker", "1"]  # no GPU in this test
+    assert segment(tree / "b.mov", tree / "cam1/a.mp4", "-o", output, *arguments, checkpoint=checkpoint) == 1
+    rows = rows_of(output)
+    assert [row["status"] for row in rows] == ["failed", "failed"]
+    assert all("the model cannot be loaded on" in row["error"] for row in rows)
 
 
 def test_the_ray_engine_says_how_to_install_ray_where_it_is_missing(

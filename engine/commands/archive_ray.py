@@ -23,8 +23,14 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.commands.archive import FAILED, ArchiveItem, JobSettings, segment_item
-from engine.runtime.artifacts import file_digest
+from engine.commands.archive import (
+    FAILED,
+    ArchiveItem,
+    JobSettings,
+    describe_failure,
+    segment_item,
+    weights_digest,
+)
 
 log = logging.getLogger("rtformer.engine")
 INSTALL_HINT = 'pip install "rtformer-studio[cluster]"'
@@ -34,8 +40,8 @@ EMBEDDED_OBJECT_STORE_BYTES = 256 * 2**20
 LOOPBACK_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-class RayMissing(Exception):
-    """Ray is not installed here."""
+class ClusterError(Exception):
+    """Ray is not installed here, or its cluster cannot be reached."""
 
 
 @dataclasses.dataclass
@@ -51,7 +57,7 @@ def import_ray():
         import ray
         import ray.data
     except ImportError:
-        raise RayMissing(
+        raise ClusterError(
             f"--engine ray needs Ray, which is not installed: {INSTALL_HINT} (or use the default engine)"
         ) from None
     return ray
@@ -63,22 +69,25 @@ class FileWorker:
     def __init__(self, settings: dict, folder: str, weights: str, threads: int | None) -> None:
         self.settings = JobSettings(**settings)
         self.folder = Path(folder)
-        self.mismatch = ""
         self.node = import_ray().get_runtime_context().get_node_id()
-        if file_digest(self.settings.checkpoint, 64) != weights:
-            self.mismatch = (
-                f"the checkpoint {self.settings.checkpoint} on {socket.gethostname()} is not the one "
-                "the job started with: every node needs the same file at the same path"
-            )
-            return
-        self.segmenter = self.settings.build_segmenter(threads=threads)
+        self.unusable = ""  # why this actor cannot segment: said in each of its files' rows
+        try:
+            if weights_digest(self.settings.checkpoint) != weights:
+                self.unusable = (
+                    f"the checkpoint {self.settings.checkpoint} on {socket.gethostname()} is not the one "
+                    "the job started with: every node needs the same file at the same path"
+                )
+                return
+            self.segmenter = self.settings.build_segmenter(threads=threads)
+        except Exception as error:  # a constructor that raises would end the whole Ray job
+            self.unusable = f"the model cannot be loaded on {socket.gethostname()}: {describe_failure(error)}"
 
     def __call__(self, batch: dict) -> dict:
         rows = []
         for index in range(len(batch["source"])):
             item = ArchiveItem(**{name: _plain(batch[name][index]) for name in ITEM_FIELDS})
-            if self.mismatch:
-                rows.append(json.dumps(_failed_row(item, self.mismatch)))
+            if self.unusable:
+                rows.append(json.dumps({**_failed_row(item, self.unusable), "node": self.node}))
                 continue
             row = segment_item(self.segmenter, item, self.folder, self.settings)
             rows.append(json.dumps({**row, "node": self.node}))
@@ -155,7 +164,10 @@ def _start(ray, address: str | None) -> None:
             **quiet,
         )
     else:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {error}") from None
 
 
 def _configure_ray_data(ray) -> None:
@@ -182,7 +194,7 @@ def _rows(ray, items: list[ArchiveItem], folder: Path, settings: JobSettings, op
         fn_constructor_kwargs={
             "settings": dataclasses.asdict(settings),
             "folder": str(Path(folder).absolute()),
-            "weights": file_digest(settings.checkpoint, 64),
+            "weights": weights_digest(settings.checkpoint),
             "threads": threads,
         },
     )

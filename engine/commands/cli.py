@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
 from pathlib import Path
 
-from engine.commands.archive_ray import RayMissing
+from engine.commands.archive_ray import ClusterError
 from engine.media import VideoError
 from engine.model.checkpoint import CheckpointError, read_checkpoint_info
 from engine.model.classes import CLASS_SETS
@@ -191,7 +192,8 @@ def is_archive_job(args: argparse.Namespace) -> bool:
     (several inputs, a folder, a pattern, a list, the Ray engine) is an archive job."""
     if args.list or args.engine == "ray" or len(args.inputs) != 1:
         return True
-    return not Path(args.inputs[0]).is_file()
+    path = Path(args.inputs[0])
+    return path.is_dir() or (not path.exists() and glob.has_magic(args.inputs[0]))
 
 
 def segment_archive(args: argparse.Namespace) -> int:
@@ -203,6 +205,10 @@ def segment_archive(args: argparse.Namespace) -> int:
         raise VideoError("no input: name files, folders or patterns, or --list FILE")
     folder = Path(args.output)
     plan = collect_inputs(entries, folder, args.labels)
+    if not plan.items:  # nothing to do: say why, and leave no output folder behind
+        if plan.missing:
+            raise VideoError(f"input not found: {', '.join(plan.missing)}")
+        raise VideoError(f"no video or image in {', '.join(entries)}")
     for entry in plan.missing:
         print(f"rtformer segment: error: {entry}: no such file, folder or match", file=sys.stderr)
     if plan.ignored:
@@ -727,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
         FileNotFoundError,
         MissingRuntime,
-        RayMissing,
+        ClusterError,
     ) as error:
         print(f"rtformer {args.command}: error: {error}", file=sys.stderr)
         return 1
