@@ -31,7 +31,7 @@ from app.services import (
     RecorderService,
     Result,
     RollingStats,
-    compose,
+    draw,
 )
 from app.sources import CameraSource, FakeCamera, FrameSource, source_for
 from engine.media import VideoError
@@ -39,6 +39,7 @@ from engine.resources import demo_video, recordings_dir
 from engine.runtime import (
     BACKEND_CHOICES,
     INPUT_SCALES,
+    AreasCsv,
     BackendChoice,
     Segmenter,
     StallReport,
@@ -69,6 +70,8 @@ class SessionView(Protocol):
     def source_started(self, source: FrameSource) -> None: ...
 
     def model_changed(self) -> None: ...
+
+    def compare_changed(self, on: bool) -> None: ...
 
     def recording_changed(self, recording: bool) -> None: ...
 
@@ -131,6 +134,7 @@ class Session:
             send("model"),
             send("load_failed"),
             send("stalled"),
+            send("partner"),
         )
         self.handlers: dict[str, Callable] = {
             "error": view.show_error,
@@ -141,6 +145,7 @@ class Session:
             "position": self.on_position,
             "result": self.on_result,
             "stalled": self.on_stalled,
+            "partner": self.on_partner,
         }
         self.recorder: RecorderService | None = None
         self.last_recording: Path | None = None
@@ -157,6 +162,8 @@ class Session:
         # Called with each Result once shown. Plain callables, not a Signal: in PySide6 6.12.0
         # every Python-side emit() takes a reference to True it never gave (see app/services.py).
         self.frame_listeners: list[Callable[[Result], None]] = []
+        # Each segmented frame's class shares for File > Export areas: index -> (seconds, shares).
+        self.areas: dict[int, tuple[float, object]] = {}
         self.inference.start()
 
     def drain(self) -> None:
@@ -179,6 +186,7 @@ class Session:
         self.source = source
         self.capture.set_paused(False)
         self.inference.forget_past()  # steady masks start afresh on the new source
+        self.areas = {}
         self.capture.start(source)
         self.view.source_started(source)
         if not isinstance(source, (CameraSource, FakeCamera)):
@@ -305,6 +313,46 @@ class Session:
         stored = next((c for c in BACKEND_CHOICES if c.label == label), None)
         return stored if stored is not None and not why_unavailable(stored) else default
 
+    # ------------------------------------------------------------ the Compare view
+
+    def set_compare(self, on: bool) -> None:
+        """Enter the Compare view (the other shipped model beside the running one, on the
+        same frames), or leave it and let the second model go."""
+        if not on:
+            self.inference.drop_partner()
+            self.view.compare_changed(False)
+            return
+        variant = "slim" if self.running_variant() == "base" else "base"
+        if self.running_variant() is None:  # a checkpoint of the user's: against shipped Slim
+            variant = "slim"
+        checkpoint, choice, scale = self.weights[variant], self.backend_choice, self.input_scale
+        request = ModelRequest(variant_name(variant), checkpoint, choice.label, scale)
+        self.view.show_status(f"loading {request.description} to compare...", 0)
+
+        def factory() -> Segmenter:
+            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision, input_scale=scale)
+
+        self.inference.load_partner(factory, request)
+
+    def on_partner(self, model: LoadedModel | None) -> None:
+        self.view.compare_changed(model is not None)
+        if model is not None:
+            self.view.show_status(f"comparing with {model.request.name} on {model.segmenter.description}")
+
+    # ------------------------------------------------------------ class areas
+
+    def export_areas(self, path: str | Path) -> int:
+        """Write each segmented frame's class shares of this source as CSV (frame, time,
+        one column per class), in frame order; how many rows."""
+        segmenter = self.inference.segmenter
+        if segmenter is None or not self.areas:
+            raise ValueError("no frame has been segmented yet")
+        with AreasCsv(path, segmenter.class_names) as table:
+            for index in sorted(self.areas):
+                seconds, shares = self.areas[index]
+                table.write(index, seconds, shares)
+        return len(self.areas)
+
     # ------------------------------------------------------------ view settings and results
 
     def change_view(self, **changes) -> None:
@@ -323,6 +371,7 @@ class Session:
     def on_result(self, result: Result) -> None:
         self.result = result
         self.results_seen += 1
+        self.areas[result.frame.index] = (result.frame.timestamp, result.class_share)
         self.view.show_result(result)
         for listener in self.frame_listeners:
             listener(result)
@@ -446,10 +495,7 @@ class Session:
         except OSError as error:
             self.view.show_error(f"cannot save the snapshot: {error}")
             return None
-        segmenter, result = self.inference.segmenter, self.result
-        picture = result.picture
-        if segmenter is not None:  # at the source's resolution: the view may show it smaller
-            picture = compose(self.inference.view, result.frame.image, result.labels, segmenter.lut)
+        picture = draw(self.inference.view, self.result)  # at the source's resolution, as recorded
         if not cv2.imwrite(str(path), picture):
             self.view.show_error(f"cannot write the snapshot {path}")
             return None

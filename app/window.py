@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
+    QDockWidget,
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
@@ -28,9 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.inspector import describe, model_pixel
 from app.services import Result, RollingStats
 from app.session import Session, read_flag, read_setting, variant_name
 from app.sources import CameraSource, FakeCamera, FrameSource
+from app.timeline import ClassTimeline
 from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, shipped_weights
 from engine.runtime import INPUT_SCALES, VIEWS, available, scaled_input_size
@@ -46,6 +49,10 @@ SHORTCUTS = (
     ("V", "next view: overlay, mask, side by side"),
     ("+ / -", "mask opacity up / down"),
     ("M", "steady masks on / off (labels carried from frame to frame)"),
+    ("I", "pixel inspector: the best three classes under the pointer"),
+    ("C", "compare RTFormer-Slim and RTFormer-Base on the same frames"),
+    ("D", "mark where the two compared models disagree"),
+    ("T", "class timeline: each class's share over the last minute"),
     ("F", "full screen"),
     ("Ctrl+O", "open a file"),
     ("F1", "this help"),
@@ -60,8 +67,13 @@ class VideoView(QWidget):
         self.stats = stats
         self.on_dropped: Callable[[str], None] = lambda location: None
         self.on_resized: Callable[[tuple[int, int]], None] = lambda size: None
+        # (x, y) in picture pixels under the pointer, and the picture's (H, W).
+        self.on_hover: Callable[[float, float, tuple[int, int]], None] = lambda x, y, size: None
         self.image: QImage | None = None
+        self.marking = False  # the pixel inspector is on: ring the point it reads
+        self.pointer = None  # the last pointer position over the view
         self.setAcceptDrops(True)
+        self.setMouseTracking(True)
         self.setMinimumSize(480, 270)
 
     def show_picture(self, picture: np.ndarray) -> None:
@@ -79,7 +91,24 @@ class VideoView(QWidget):
             x, y = (self.width() - scaled.width()) // 2, (self.height() - scaled.height()) // 2
             painter.drawImage(self.rect().adjusted(x, y, -x, -y), self.image)
             self.stats.add("display")
+        if self.marking and self.pointer is not None:
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawEllipse(self.pointer, 6, 6)
+            painter.setPen(QColor(0, 0, 0))
+            painter.drawEllipse(self.pointer, 7, 7)
         painter.end()
+
+    def mouseMoveEvent(self, event) -> None:
+        if self.image is None:
+            return
+        scaled = self.image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        x0, y0 = (self.width() - scaled.width()) / 2, (self.height() - scaled.height()) / 2
+        factor = self.image.width() / max(1, scaled.width())
+        position = self.pointer = event.position()
+        x, y = (position.x() - x0) * factor, (position.y() - y0) * factor
+        if self.marking:
+            self.update()
+        self.on_hover(x, y, (self.image.height(), self.image.width()))
 
     def resizeEvent(self, event) -> None:
         ratio = self.devicePixelRatioF()  # pictures are drawn in device pixels
@@ -168,6 +197,9 @@ class MainWindow(QMainWindow):
         self.readouts = QLabel()
         self.readouts.setStyleSheet("font-family: monospace;")
         self.readouts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.inspector_label = QLabel(wordWrap=True)
+        self.inspector_label.setToolTip("View > Pixel inspector: the best three classes under the pointer")
+        self.inspector_label.hide()
         side = QVBoxLayout()
         side.addWidget(QLabel("View"))
         side.addWidget(self.view_box)
@@ -175,6 +207,7 @@ class MainWindow(QMainWindow):
         side.addWidget(self.opacity_slider)
         side.addWidget(QLabel("Classes (tick to show; live area share)"))
         side.addWidget(self.legend, 1)
+        side.addWidget(self.inspector_label)
         side.addWidget(self.readouts)
         side_panel = QWidget()
         side_panel.setLayout(side)
@@ -197,6 +230,13 @@ class MainWindow(QMainWindow):
         self.model_label = QLabel()
         self.statusBar().addPermanentWidget(self.recording_label)
         self.statusBar().addPermanentWidget(self.model_label)
+        self.timeline = ClassTimeline()
+        self.timeline_dock = QDockWidget("Class timeline: share of the frame, last minute", self)
+        self.timeline_dock.setObjectName("class-timeline")
+        self.timeline_dock.setWidget(self.timeline)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.timeline_dock)
+        self.timeline_dock.hide()
+        self.hover: tuple[float, float, tuple[int, int]] | None = None
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -216,6 +256,7 @@ class MainWindow(QMainWindow):
         )
         self.recent_menu = file_menu.addMenu("&Recent")
         self._action(file_menu, "Recordings &folder...", self.choose_output_folder)
+        self._action(file_menu, "&Export areas...", self.export_areas_dialog)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
 
@@ -273,6 +314,18 @@ class MainWindow(QMainWindow):
             "carry labels from frame to frame: a pixel changes class only on clear evidence "
             "(less flicker on video)"
         )
+        self.inspector_action = self._action(view_menu, "Pixel &inspector", self.toggle_inspector, "I")
+        self.inspector_action.setCheckable(True)
+        self.compare_action = self._action(view_menu, "&Compare Slim | Base", self.toggle_compare, "C")
+        self.compare_action.setCheckable(True)
+        self.compare_action.setToolTip("both models on the very same frames, each with its own speed")
+        self.marks_action = self._action(view_menu, "Mark &disagreements", self.toggle_marks, "D")
+        self.marks_action.setCheckable(True)
+        self.marks_action.setEnabled(False)
+        timeline = self.timeline_dock.toggleViewAction()
+        timeline.setText("Class &timeline")
+        timeline.setShortcut(QKeySequence("T"))
+        view_menu.addAction(timeline)
         self._action(view_menu, "Full screen", self.toggle_full_screen, "F")
 
         playback = bar.addMenu("&Playback")
@@ -314,6 +367,7 @@ class MainWindow(QMainWindow):
         session = self.session
         self.view.on_dropped = session.open_location
         self.view.on_resized = session.set_display_size
+        self.view.on_hover = self.inspect_at
         self.play_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
         self.seek_slider.sliderReleased.connect(self.seek_to_slider)
@@ -450,6 +504,44 @@ class MainWindow(QMainWindow):
     def on_legend_toggled(self, item: QListWidgetItem) -> None:
         shown = item.checkState() == Qt.CheckState.Checked
         self.session.show_class(item.data(Qt.ItemDataRole.UserRole), shown)
+        self.timeline.set_class_visible(item.data(Qt.ItemDataRole.UserRole), shown)
+
+    def toggle_inspector(self) -> None:
+        on = self.inspector_action.isChecked()
+        self.session.change_view(inspect=on)
+        self.inspector_label.setVisible(on)
+        self.view.marking = on
+        self.update_inspector()
+
+    def toggle_compare(self) -> None:
+        self.session.set_compare(self.compare_action.isChecked())
+
+    def toggle_marks(self) -> None:
+        self.session.change_view(marks=self.marks_action.isChecked())
+
+    def inspect_at(self, x: float, y: float, size: tuple[int, int]) -> None:
+        self.hover = (x, y, size)
+        self.update_inspector()
+
+    def update_inspector(self) -> None:
+        """What the model thinks under the pointer, on the latest result (live or paused)."""
+        result, segmenter = self.session.result, self.session.inference.segmenter
+        if not self.inspector_action.isChecked() or self.hover is None or result is None or segmenter is None:
+            return
+        x, y, size = self.hover
+        spot = model_pixel(result, x, y, size, self.session.inference.view.view)
+        self.inspector_label.setText("" if spot is None else describe(result, spot, segmenter.class_names))
+
+    def export_areas_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export areas", "areas.csv", "CSV (*.csv)")
+        if not path:
+            return
+        try:
+            rows = self.session.export_areas(path)
+        except (OSError, ValueError) as error:
+            self.show_error(f"cannot export the areas: {error}")
+            return
+        self.show_status(f"wrote the class shares of {rows} frames to {path}")
 
     # ------------------------------------------------------------ SessionView: what the session says
 
@@ -466,6 +558,9 @@ class MainWindow(QMainWindow):
         self.view.show_picture(result.picture)
         if self.session.results_seen % 5 == 0:
             self.update_legend_shares(result.class_share)
+        if self.timeline_dock.isVisible():
+            self.timeline.add(result.frame.timestamp, result.class_share)
+        self.update_inspector()
 
     def show_position(self, seconds: float, duration: float) -> None:
         self.time_label.setText(f"{int(seconds) // 60}:{int(seconds) % 60:02d}")
@@ -477,6 +572,7 @@ class MainWindow(QMainWindow):
         for widget in (self.seek_slider, self.step_button, self.loop_box):
             widget.setEnabled(source.seekable)
         self.statusBar().showMessage(f"source: {source.name}", 5000)
+        self.timeline.clear()
 
     def model_changed(self) -> None:
         """Tick the model and backend that run now (none while nothing runs); its legend."""
@@ -494,6 +590,10 @@ class MainWindow(QMainWindow):
         if segmenter is not None:
             self.fill_legend(segmenter.class_names, segmenter.info.palette)
         self.update_readouts()
+
+    def compare_changed(self, on: bool) -> None:
+        self.compare_action.setChecked(on)
+        self.marks_action.setEnabled(on)
 
     def recording_changed(self, recording: bool) -> None:
         self.record_button.setText("■ Stop" if recording else "● Record")
@@ -514,6 +614,7 @@ class MainWindow(QMainWindow):
             item.setData(Qt.ItemDataRole.UserRole, index)
             self.legend.addItem(item)
         self.legend.blockSignals(False)
+        self.timeline.set_classes(names, palette, hidden)
 
     def update_legend_shares(self, share: np.ndarray) -> None:
         segmenter = self.session.inference.segmenter

@@ -122,9 +122,9 @@ def test_a_frozen_frame_is_reported_the_recording_kept_and_a_new_model_goes_on(
 def test_steady_masks_start_afresh_on_a_new_model_a_jump_a_seek_or_when_turned_back_on(settings, weights):
     import numpy as np
 
-    from app.services import STEADY_GAP_SECONDS, InferenceService, LatestSlot, RollingStats
+    from app.services import STEADY_GAP_SECONDS, InferenceService, LatestSlot, RollingStats, ViewSettings
     from app.sources import Frame
-    from engine.runtime import MaskStabilizer
+    from engine.runtime import MaskStabilizer, ModelOutputs
 
     class CountingStabilizer(MaskStabilizer):
         resets = 0
@@ -137,9 +137,9 @@ def test_steady_masks_start_afresh_on_a_new_model_a_jump_a_seek_or_when_turned_b
         def __init__(self) -> None:
             self.stabilizers: list = []
 
-        def predict_model_labels(self, image, stabilizer=None):
+        def predict_outputs(self, image, stabilizer=None, keep_logits=False, measure=None):
             self.stabilizers.append(stabilizer)
-            return np.zeros(image.shape[:2], np.uint8)
+            return ModelOutputs(np.zeros(image.shape[:2], np.uint8))
 
     stats = RollingStats()
     service = InferenceService(LatestSlot(stats), stats, lambda r: None, lambda m: None, lambda m: None)
@@ -149,7 +149,7 @@ def test_steady_masks_start_afresh_on_a_new_model_a_jump_a_seek_or_when_turned_b
 
     def show(model, seconds: float, steady: bool = True) -> int:
         before = stabilizer.resets
-        service._labels(model, Frame(image, seconds, 0), steady)
+        service._outputs(model, Frame(image, seconds, 0), ViewSettings(steady=steady))
         return stabilizer.resets - before
 
     assert show(one, 0.0) == 1  # nothing before it

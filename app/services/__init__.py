@@ -27,6 +27,7 @@ signal from Python at all, which tests/test_app.py checks.
 """
 
 from app.services.capture import CaptureService
+from app.services.compare import Panel, compose_pair
 from app.services.inference import (
     STEADY_GAP_SECONDS,
     InferenceService,
@@ -35,6 +36,7 @@ from app.services.inference import (
     Result,
     ViewSettings,
     compose,
+    draw,
 )
 from app.services.mailbox import LatestSlot, Mailbox
 from app.services.metrics import STAGES, RollingStats
@@ -49,9 +51,12 @@ __all__ = [
     "LoadedModel",
     "Mailbox",
     "ModelRequest",
+    "Panel",
     "RecorderService",
     "Result",
     "RollingStats",
     "ViewSettings",
     "compose",
+    "compose_pair",
+    "draw",
 ]

@@ -12,11 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
+from app.services.compare import Panel, compose_pair
 from app.services.mailbox import LatestSlot
 from app.services.metrics import RollingStats
 from app.services.recorder import RecorderService
 from app.sources import Frame
-from engine.runtime import MaskStabilizer, Segmenter, StallReport, StallWatchdog, render
+from engine.runtime import (
+    DEFAULT_MEASURE,
+    MaskStabilizer,
+    ModelOutputs,
+    Segmenter,
+    StallReport,
+    StallWatchdog,
+    class_shares,
+    render,
+)
 
 log = logging.getLogger("rtformer.app")
 # Steady masks start afresh when consecutive frames are further apart than this on the
@@ -30,10 +40,12 @@ class ViewSettings:
     """How results are drawn. Immutable: the GUI replaces the whole object, so the
     inference thread always sees one consistent view (read once per frame)."""
 
-    view: str = "overlay"  # overlay | mask | side-by-side
+    view: str = "overlay"  # overlay | mask | side-by-side | confidence
     alpha: float = 0.5
     hidden: frozenset[int] = frozenset()  # classes not drawn
     steady: bool = True  # steady masks: labels carried from frame to frame (engine.runtime.stabilize)
+    inspect: bool = False  # keep each frame's logits for the pixel inspector
+    marks: bool = False  # the Compare view marks the pixels where the two models disagree
 
 
 @dataclass
@@ -45,6 +57,12 @@ class Result:
     labels: np.ndarray  # (h, w) at the model's input size
     class_share: np.ndarray  # fraction of pixels per class
     latency_ms: float  # capture to picture
+    lut: np.ndarray | None = None  # the model's colours
+    logits: np.ndarray | None = None  # (C, h, w), with ViewSettings.inspect
+    confidence: np.ndarray | None = None  # in the confidence view (engine.runtime.confidence)
+    partner: Panel | None = None  # the second model's, in the Compare view
+    name: str = ""  # the model's, for the Compare view's header
+    milliseconds: float = 0.0  # the model's inference time
 
 
 @dataclass(frozen=True)
@@ -74,9 +92,19 @@ def compose(
     labels: np.ndarray,
     lut: np.ndarray,
     size: tuple[int, int] | None = None,
+    confidence: np.ndarray | None = None,
 ) -> np.ndarray:
     """The picture for the chosen view settings (engine.runtime.render draws it), at most `size`."""
-    return render(view.view, frame, labels, lut, view.alpha, view.hidden, size)
+    return render(view.view, frame, labels, lut, view.alpha, view.hidden, size, confidence)
+
+
+def draw(view: ViewSettings, result: Result, size: tuple[int, int] | None = None) -> np.ndarray:
+    """What the view shows for `result`: one model's picture, or the Compare view's pair."""
+    image = result.frame.image
+    if result.partner is None:
+        return compose(view, image, result.labels, result.lut, size, result.confidence)
+    mine = Panel(result.name, result.labels, result.lut, result.confidence, result.milliseconds)
+    return compose_pair(view.view, image, (mine, result.partner), view.alpha, view.hidden, size, view.marks)
 
 
 class InferenceService:
@@ -107,11 +135,15 @@ class InferenceService:
         on_model: Callable[[LoadedModel], None],
         on_load_failed: Callable[[ModelRequest], None] | None = None,
         on_stall: Callable[[StallReport], None] | None = None,
+        on_partner: Callable[[LoadedModel | None], None] | None = None,
     ) -> None:
         self.slot, self.stats = slot, stats
         self.on_result, self.on_error, self.on_model = on_result, on_error, on_model
         self.on_load_failed = on_load_failed or (lambda request: None)
         self.on_stall = on_stall or (lambda report: None)
+        self.on_partner = on_partner or (lambda model: None)
+        self.partner: LoadedModel | None = None  # the Compare view's second model
+        self._partner_stabilizer = MaskStabilizer()
         self.watchdog = StallWatchdog(self._stalled, waiting_is_stall=False)
         self.view = ViewSettings()
         # (H, W) in device pixels of the area the picture is shown in; the GUI sets it on resize.
@@ -196,7 +228,7 @@ class InferenceService:
                 continue
             try:
                 with self.watchdog.working("inference"):
-                    result = self._process(model.segmenter, frame)
+                    result = self._process(model, frame)
             except Exception as error:
                 if generation != self._generation:
                     return  # left behind after a stall: its failure is old news
@@ -238,36 +270,97 @@ class InferenceService:
             self._last_error = (message, time.monotonic())
             self.on_error(message)
 
-    def _process(self, segmenter: Segmenter, frame: Frame) -> Result:
+    def _process(self, model: LoadedModel, frame: Frame) -> Result:
         view = self.view  # one consistent view for the whole frame
+        segmenter = model.segmenter
         self.last_frame = frame.image
-        labels = self._labels(segmenter, frame, view.steady)  # render scales the colours
+        outputs = self._outputs(segmenter, frame, view)  # at the model's size: render scales the colours
         timings = segmenter.timings
         for stage in ("preprocess", "inference", "postprocess"):
             self.stats.add(stage, getattr(timings, stage))
+        partner = self._partner_panel(frame, view)
         started = time.perf_counter()
         recorder = self.recorder
+        shares = class_shares(outputs.labels, len(segmenter.class_names))
+        result = Result(
+            frame, None, outputs.labels, shares, 0.0, segmenter.lut, outputs.logits, outputs.confidence
+        )
+        if partner is not None:
+            result.partner, result.name = partner, model.request.name
+            result.milliseconds = self.stats.percentiles("inference")[0]
         # Drawn at the view's size unless recording, which keeps the source's resolution.
-        size = self.display_size if recorder is None else None
-        picture = compose(view, frame.image, labels, segmenter.lut, size)
-        share = np.bincount(labels.ravel(), minlength=len(segmenter.class_names))[
-            : len(segmenter.class_names)
-        ]
+        result.picture = draw(view, result, self.display_size if recorder is None else None)
         self.stats.add("render", (time.perf_counter() - started) * 1e3)
         self.stats.add("inferred")
         if recorder is not None:
-            recorder.push(picture)
-        return Result(frame, picture, labels, share / labels.size, (time.monotonic() - frame.captured) * 1e3)
+            recorder.push(result.picture)
+        result.latency_ms = (time.monotonic() - frame.captured) * 1e3
+        return result
 
-    def _labels(self, segmenter: Segmenter, frame: Frame, steady: bool) -> np.ndarray:
-        """The frame's labels at the model's size: steady ones when `steady`."""
+    def _outputs(self, segmenter: Segmenter, frame: Frame, view: ViewSettings) -> ModelOutputs:
+        """The frame's labels at the model's size (steady ones with `view.steady`), and what
+        the confidence view and the inspector need."""
+        measure = DEFAULT_MEASURE if view.view == "confidence" else None
+        stabilizer = self._stabilizer_for(segmenter, frame, view.steady)
+        return segmenter.predict_outputs(frame.image, stabilizer, view.inspect, measure)
+
+    def _stabilizer_for(self, segmenter: Segmenter, frame: Frame, steady: bool) -> MaskStabilizer | None:
+        """The stabilizer to feed this frame, reset where the past does not lead to it."""
         stabilizer = self.stabilizer  # a thread left behind by a stall keeps its own
         past, self._steady_past = self._steady_past, (segmenter, frame.timestamp) if steady else None
         if not steady:
-            return segmenter.predict_model_labels(frame.image)
+            return None
         forget = self._forget.is_set()
         self._forget.clear()
         continues = past is not None and past[0] is segmenter
         if forget or not continues or not 0 <= frame.timestamp - past[1] <= STEADY_GAP_SECONDS:
             stabilizer.reset()
-        return segmenter.predict_model_labels(frame.image, stabilizer)
+            self._partner_stabilizer.reset()
+        return stabilizer
+
+    # ------------------------------------------------------------ the Compare view's second model
+
+    def load_partner(self, factory: Callable[[], Segmenter], request: ModelRequest) -> None:
+        """Build the Compare view's second model on a loader thread; `on_partner` says when
+        it runs beside the first (or None, and `on_error` why, when it failed)."""
+        self._loaders = [thread for thread in self._loaders if thread.is_alive()]
+        loader = threading.Thread(
+            target=self._load_partner, args=(factory, request), name="partner-loader", daemon=True
+        )
+        self._loaders.append(loader)
+        loader.start()
+
+    def _load_partner(self, factory: Callable[[], Segmenter], request: ModelRequest) -> None:
+        try:
+            with self.watchdog.working("model loading"):
+                segmenter = factory()
+                frame = self.last_frame
+                segmenter.predict_model_labels(
+                    frame if frame is not None else np.zeros((64, 64, 3), np.uint8)
+                )
+        except Exception as error:
+            log.exception("loading %s failed", request.description)
+            self.on_error(f"could not load {request.description} to compare: {error}")
+            self.on_partner(None)
+            return
+        self._partner_stabilizer.reset()
+        self.partner = LoadedModel(request, segmenter)
+        self.on_partner(self.partner)
+
+    def drop_partner(self) -> None:
+        """Leave the Compare view: the second model is let go (its memory with it)."""
+        self.partner = None
+        self._partner_stabilizer = MaskStabilizer()
+
+    def _partner_panel(self, frame: Frame, view: ViewSettings) -> Panel | None:
+        """The second model on the same frame, in the Compare view; None outside it."""
+        partner = self.partner
+        if partner is None:
+            return None
+        segmenter = partner.segmenter
+        measure = DEFAULT_MEASURE if view.view == "confidence" else None
+        stabilizer = self._partner_stabilizer if view.steady else None
+        outputs = segmenter.predict_outputs(frame.image, stabilizer, False, measure)
+        self.stats.add("partner inference", segmenter.timings.inference)
+        milliseconds = self.stats.percentiles("partner inference")[0]
+        return Panel(partner.request.name, outputs.labels, segmenter.lut, outputs.confidence, milliseconds)

@@ -177,7 +177,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         stall_seconds=args.stall_limit,
         stabilize=not args.no_stabilize,
+        areas=args.areas,
     )
+    if args.areas:
+        print(f"wrote each frame's class shares to {args.areas}", file=sys.stderr)
     print(f"{report.frames} frame(s) in {report.seconds:.1f} s ({report.fps:.1f} FPS) -> {args.output}")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -200,6 +203,8 @@ def segment_archive(args: argparse.Namespace) -> int:
     """An archive job (engine.commands.archive): 1 when any input failed, now or before."""
     from engine.commands.archive import JobSettings, collect_inputs, read_list_file, run_archive
 
+    if args.areas:
+        raise VideoError("--areas takes one video (and -o FILE): it writes one table")
     entries = [*args.inputs, *(read_list_file(args.list) if args.list else [])]
     if not entries:
         raise VideoError("no input: name files, folders or patterns, or --list FILE")
@@ -580,22 +585,37 @@ def add_segment(commands) -> None:
         help="videos: stop with an error naming the stuck stage when no frame moves this long "
         "(default: $RTFORMER_STALL_SECONDS or 300)",
     )
-    segment.add_argument("--view", default="overlay", choices=VIEWS)
-    segment.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay")
-    segment.add_argument(
+    add_output_options(segment)
+    add_input_scale(segment)
+    add_archive_options(segment)
+    segment.set_defaults(run=cmd_segment)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """What `segment` writes: the view, label maps, steady masks, the class shares."""
+    parser.add_argument(
+        "--view",
+        default="overlay",
+        choices=VIEWS,
+        help="confidence: how sure the model is per pixel, a heat map with its scale (default: overlay)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask (or heat map) opacity")
+    parser.add_argument(
         "--labels",
         action="store_true",
         help="write label maps (class ids) instead of colours; a video becomes a folder of "
         "frame_000000.png, ... one per frame",
     )
-    segment.add_argument(
+    parser.add_argument(
         "--no-stabilize",
         action="store_true",
         help="videos: each frame's own labels, without the steady masks (which cut flicker 44-68%%)",
     )
-    add_input_scale(segment)
-    add_archive_options(segment)
-    segment.set_defaults(run=cmd_segment)
+    parser.add_argument(
+        "--areas",
+        metavar="FILE.csv",
+        help="one video: each frame's class shares as CSV (frame, time, a column per class)",
+    )
 
 
 def add_archive_options(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.media import DecodeReport, VideoError, VideoWriter, is_image, list_images, probe, read_frames
+from engine.runtime.areas import AreasCsv, class_shares
+from engine.runtime.confidence import DEFAULT_MEASURE, VIEW_STRIDE, confidence
 from engine.runtime.postprocess import labels_at
 from engine.runtime.render import render
 from engine.runtime.segmenter import Segmenter
@@ -66,6 +68,7 @@ def segment_video(
     stabilizer: MaskStabilizer | None = None,
     labels_only: bool = False,
     bar_position: int = 0,
+    areas: Path | None = None,
 ) -> SegmentReport:
     """Every frame of `source`, segmented, into `output` with the same timestamps (or,
     `labels_only`, into the folder `output`: frame_000000.png, ... label maps).
@@ -78,11 +81,13 @@ def segment_video(
     A watchdog (engine.runtime.watchdog) ends the run with a StallError naming the
     stuck stage, its stack in the log, when no frame moves for `stall_seconds`
     (default: $RTFORMER_STALL_SECONDS or 300 s); `output` keeps the frames written. The
-    bar of frames sits on line `bar_position` (1: below a job's bar of files)."""
+    bar of frames sits on line `bar_position` (1: below a job's bar of files). With
+    `areas`, each frame's class shares go to that CSV (engine.runtime.areas)."""
     info = probe(source)
     if batch_size is None:
         batch_size = measured_batch_size(segmenter, np.zeros((info.height, info.width, 3), np.uint8))
-    pipeline = _VideoPipeline(stall_seconds, stabilizer)
+    pipeline = _VideoPipeline(stall_seconds, stabilizer, logits=view == "confidence")
+    pipeline.areas = AreasCsv(areas, segmenter.class_names) if areas else None
     decode, first_frame = DecodeReport(), 0.0
     started = time.perf_counter()
     encoding = (output, info, segmenter.lut, view, alpha, labels_only)
@@ -110,6 +115,8 @@ def segment_video(
                 # A stage stuck in a native call never returns: it is a daemon, left behind.
                 thread.join(None if pipeline.watchdog.report is None else JOIN_AFTER_STALL_SECONDS)
             bar.close()
+            if pipeline.areas is not None:
+                pipeline.areas.close()
     pipeline.raise_failure(output)
     medians = {stage: statistics.median(values) for stage, values in pipeline.stages.items() if values}
     seconds = time.perf_counter() - started
@@ -133,9 +140,18 @@ class _VideoPipeline:
     three threads share; `decode` and `encode` are the outer two threads' bodies. A
     stage's work on one frame runs inside `watchdog.working(stage)`."""
 
-    def __init__(self, stall_seconds: float | None = None, stabilizer: MaskStabilizer | None = None) -> None:
+    def __init__(
+        self,
+        stall_seconds: float | None = None,
+        stabilizer: MaskStabilizer | None = None,
+        logits: bool = False,
+    ) -> None:
         self.stages: dict[str, list[float]] = {name: [] for name in STAGES}
         self.stabilizer = stabilizer  # fed in frame order by the encode thread
+        self.with_logits = (
+            stabilizer is not None or logits
+        )  # the stabilizer and the confidence view need them
+        self.areas: AreasCsv | None = None  # written in frame order by the encode thread
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.failures: list[BaseException] = []
@@ -199,9 +215,16 @@ class _VideoPipeline:
         frame, inferred, seconds = item
         clock = time.perf_counter()
         labels = self._labels(inferred)  # at the model's size: render scales the colours
+        if self.areas is not None:
+            self.areas.write(self.areas.rows, seconds, class_shares(labels, self.areas.classes))
         drawn = time.perf_counter()
+        sure = (
+            confidence(inferred[1][0].numpy(), DEFAULT_MEASURE, VIEW_STRIDE) if view == "confidence" else None
+        )
         picture = (
-            labels_at(labels, frame.shape[:2]) if labels_only else render(view, frame, labels, lut, alpha)
+            labels_at(labels, frame.shape[:2])
+            if labels_only
+            else render(view, frame, labels, lut, alpha, (), None, sure)
         )
         encoding = time.perf_counter()
         writer.write(picture, seconds)
@@ -211,10 +234,12 @@ class _VideoPipeline:
 
     def _labels(self, inferred) -> np.ndarray:
         """The labels (h, w) uint8 of one frame from what inference gave: its labels
-        (1, h, w), or (model input, logits, labels) for the stabilizer."""
-        if self.stabilizer is None:
+        (1, h, w), or (model input, logits, labels) for the stabilizer or the confidence view."""
+        if not self.with_logits:
             return inferred[0].numpy()
         image, logits, labels = inferred
+        if self.stabilizer is None:
+            return labels[0].numpy()
         return self.stabilizer(image, logits[0].numpy(), labels[0].numpy())
 
 
@@ -312,7 +337,7 @@ def _segmented_in_order(segmenter: Segmenter, pipeline: _VideoPipeline, batch_si
     group: list[tuple] = []
     first_timestamp = None
 
-    steady = pipeline.stabilizer is not None
+    steady = pipeline.with_logits
     infer = _inference(segmenter, watchdog, steady)
 
     def submit(workers: _DaemonWorkers) -> None:
@@ -433,8 +458,12 @@ def write_segmented(
     segmenter: Segmenter, frame, output: Path, view: str, alpha: float, labels_only: bool
 ) -> None:
     """Segment a BGR frame and write the picture (or label map) to `output`, whose folder exists."""
-    labels = segmenter.predict(frame)
-    picture = labels if labels_only else render(view, frame, labels, segmenter.lut, alpha)
+    if view == "confidence" and not labels_only:
+        outputs = segmenter.predict_outputs(frame, measure=DEFAULT_MEASURE)
+        picture = render(view, frame, outputs.labels, segmenter.lut, alpha, (), None, outputs.confidence)
+    else:
+        labels = segmenter.predict(frame)
+        picture = labels if labels_only else render(view, frame, labels, segmenter.lut, alpha)
     if not cv2.imwrite(str(output), picture):
         raise VideoError(f"cannot write {output}")
 
@@ -466,9 +495,10 @@ def segment_path(
     batch_size: int | None = None,
     stall_seconds: float | None = None,
     stabilize: bool = True,
+    areas: str | Path | None = None,
 ) -> SegmentReport:
-    """Segment a video file, an image, or a folder of images into `output` (`batch_size`
-    and `stall_seconds`: see `segment_video`). A video's masks are steady
+    """Segment a video file, an image, or a folder of images into `output` (`batch_size`,
+    `stall_seconds` and `areas`: see `segment_video`). A video's masks are steady
     (engine.runtime.stabilize) unless `stabilize` is False; with `labels_only` a video
     becomes a folder of label maps, one per frame."""
     source, output = Path(source), Path(output)
@@ -476,6 +506,8 @@ def segment_path(
     if not source.exists():
         raise VideoError(f"input not found: {source}")
     check_output(source, output)
+    if areas is not None and (source.is_dir() or is_image(source)):
+        raise VideoError(f"--areas takes a video, and {source} is not one")
     if source.is_dir():
         return segment_folder(segmenter, source, output, view, alpha, labels_only, progress)
     if is_image(source):
@@ -485,7 +517,17 @@ def segment_path(
         return SegmentReport(1, time.perf_counter() - started)
     stabilizer = MaskStabilizer() if stabilize else None
     report = segment_video(
-        segmenter, source, output, view, alpha, progress, batch_size, stall_seconds, stabilizer, labels_only
+        segmenter,
+        source,
+        output,
+        view,
+        alpha,
+        progress,
+        batch_size,
+        stall_seconds,
+        stabilizer,
+        labels_only,
+        areas=Path(areas) if areas else None,
     )
     if report.damaged:
         report.warnings.append(

@@ -11,6 +11,8 @@ from collections.abc import Collection
 import cv2
 import numpy as np
 
+from engine.runtime.confidence import DEFAULT_MEASURE, draw_heat_map
+
 
 def palette_lut(palette) -> np.ndarray:
     """RGB palette (N, 3) -> BGR lookup table (256, 3); labels past N are black."""
@@ -44,7 +46,7 @@ def scaled_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
-VIEWS = ("overlay", "mask", "side-by-side")
+VIEWS = ("overlay", "mask", "side-by-side", "confidence")
 
 
 def render(
@@ -55,9 +57,11 @@ def render(
     alpha: float = 0.5,
     hidden: Collection[int] = (),
     size: tuple[int, int] | None = None,
+    confidence: np.ndarray | None = None,
 ) -> np.ndarray:
-    """What a viewer shows: the overlay, the colour mask alone, or frame and overlay side
-    by side. `labels` may be at the model's size (scaled with nearest neighbour); classes
+    """What a viewer shows: the overlay, the colour mask alone, frame and overlay side
+    by side, or the model's `confidence` (engine.runtime.confidence) as a heat map with
+    its scale. `labels` may be at the model's size (scaled with nearest neighbour); classes
     in `hidden` show the frame (black in the mask). With `size` (H, W), the area the
     picture will be shown in, a larger frame is first scaled down to fit it (aspect
     ratio kept): a 1080p frame drawn for a 720p view costs less than half, and the GUI
@@ -67,6 +71,10 @@ def render(
     if size is not None:
         panels = 2 if view == "side-by-side" else 1
         frame = fitted(frame, (size[0], size[1] // panels))
+    if view == "confidence":
+        if confidence is None:
+            raise ValueError("the confidence view needs the model's confidence for the frame")
+        return draw_heat_map(frame, confidence, alpha, DEFAULT_MEASURE)
     if view == "mask":
         mask = mask_at(frame.shape[:2], labels, palette)
         if hidden:

@@ -25,6 +25,7 @@ import torch
 from engine.model.checkpoint import CheckpointInfo, read_checkpoint_info
 from engine.runtime.availability import resolve
 from engine.runtime.backends import both_outputs, create_backend
+from engine.runtime.confidence import VIEW_STRIDE, confidence
 from engine.runtime.errors import BackendError
 from engine.runtime.graphs import cuda_graphs_by_default
 from engine.runtime.postprocess import argmax_channels, labels_at, labels_from_logits
@@ -85,6 +86,15 @@ class StageTimes:
 
 
 # ---------------------------------------------------------------- the segmenter
+
+
+@dataclass
+class ModelOutputs:
+    """One frame's outputs at the model's size."""
+
+    labels: np.ndarray  # (h, w) uint8, steady ones when a stabilizer was given
+    logits: np.ndarray | None = None  # (C, h, w) float32, a copy
+    confidence: np.ndarray | None = None  # (h / VIEW_STRIDE, w / VIEW_STRIDE) float32 in [0, 1]
 
 
 class Segmenter:
@@ -185,6 +195,33 @@ class Segmenter:
             steady = stabilizer(self.preprocessor.resized, logits[0].numpy(), labels[0].numpy())
         self.timings = StageTimes((prepared - started) * 1e3, (inferred - prepared) * 1e3, stabilizer.last_ms)
         return steady
+
+    def predict_outputs(
+        self,
+        frame: np.ndarray,
+        stabilizer: MaskStabilizer | None = None,
+        keep_logits: bool = False,
+        measure: str | None = None,
+    ) -> ModelOutputs:
+        """`predict_model_labels`, and from the same run what the app's views need: a copy of
+        the logits (`keep_logits`, the pixel inspector) and the confidence by `measure`
+        (the confidence view), at the model's size. Their cost is the postprocess time."""
+        if not keep_logits and measure is None:
+            return ModelOutputs(self.predict_model_labels(frame, stabilizer))
+        started = time.perf_counter()
+        batch = self.prepare(frame)
+        prepared = time.perf_counter()
+        with both_outputs(self.backend, batch) as (logits, labels):  # lent: used before the block ends
+            inferred = time.perf_counter()
+            planes, own = logits[0].numpy(), labels[0].numpy()
+            steady = own.copy() if stabilizer is None else stabilizer(self.preprocessor.resized, planes, own)
+            kept = planes.copy() if keep_logits else None
+            sure = confidence(planes, measure, VIEW_STRIDE) if measure else None
+        done = time.perf_counter()
+        self.timings = StageTimes(
+            (prepared - started) * 1e3, (inferred - prepared) * 1e3, (done - inferred) * 1e3
+        )
+        return ModelOutputs(steady, kept, sure)
 
     def infer_both(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocess and inference: frame -> (logits (C, h, w) float32, labels (h, w) uint8)

@@ -1,0 +1,159 @@
+"""What the model sees, in the real window (pytest-qt): the confidence view, the pixel
+inspector, the Compare view, the class timeline and the areas export; and
+`rtformer segment --view confidence` and `--areas` on the command line."""
+
+import csv
+import gc
+import os
+import weakref
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from app.inspector import Spot, describe, model_pixel
+from app.services.compare import HEADER_PIXELS, Panel, compose_pair
+from engine.commands.cli import main
+from engine.media import read_frames
+from engine.runtime import render
+from tests.synthetic import TIMEOUT, wait_for_results, write_video
+
+
+def next_result(qtbot, window, accept=lambda result: True):
+    """The first result from now on that `accept` takes."""
+    seen = []
+    window.session.frame_listeners.append(lambda result: seen.append(result) if accept(result) else None)
+    qtbot.waitUntil(lambda: bool(seen), timeout=TIMEOUT)
+    return seen[0]
+
+
+def test_the_confidence_view_draws_a_heat_map_with_its_scale(qtbot, window, video, weights):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 2)
+    window.view_box.setCurrentText("confidence")
+    result = next_result(qtbot, window, lambda r: r.confidence is not None)
+    assert (
+        result.confidence.dtype == np.float32 and 0 <= result.confidence.min() <= result.confidence.max() <= 1
+    )
+    overlay = render("overlay", result.frame.image, result.labels, result.lut)
+    assert result.picture.shape == overlay.shape and not np.array_equal(result.picture, overlay)
+
+
+def test_the_inspector_shows_the_softmax_of_the_logits_under_the_pointer(qtbot, window, video, weights):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 2)
+    window.inspector_action.trigger()
+    result = next_result(qtbot, window, lambda r: r.logits is not None)
+    height, width = result.picture.shape[:2]
+    spot = model_pixel(result, width * 0.25, height * 0.5, (height, width), "overlay")
+    assert spot == Spot(result.labels.shape[0] // 2, result.labels.shape[1] // 4, 0)
+    probabilities = torch.softmax(torch.from_numpy(result.logits[:, spot.row, spot.column]).double(), 0)
+    names = window.session.inference.segmenter.class_names
+    expected = [f"{names[i]} {probabilities[i] * 100:.1f}%" for i in torch.argsort(-probabilities)[:3]]
+    assert describe(result, spot, names).startswith(" | ".join(expected))
+    window.toggle_pause()  # paused: the inspector still answers
+    window.inspect_at(width * 0.25, height * 0.5, (height, width))
+    assert window.inspector_label.isVisible() and window.inspector_label.text().startswith(expected[0])
+
+
+def test_compare_runs_both_models_on_the_same_frame_and_frees_the_second_when_left(
+    qtbot, window, video, weights
+):
+    window.start(str(video), str(weights["slim"]))
+    window.set_steady(False)  # each panel is then the model's own labels for that frame
+    wait_for_results(qtbot, window, 2)
+    window.compare_action.trigger()
+    qtbot.waitUntil(window.marks_action.isEnabled, timeout=TIMEOUT)  # the window heard the second model runs
+    assert window.compare_action.isChecked() and window.session.inference.partner is not None
+    result = next_result(qtbot, window, lambda r: r.partner is not None)
+    partner = window.session.inference.partner
+    assert result.name == "RTFormer-Slim" and result.partner.name == "RTFormer-Base"
+    frame = result.frame.image
+    assert np.array_equal(result.partner.labels, partner.segmenter.predict_model_labels(frame))
+    body = result.picture[HEADER_PIXELS:]
+    half = body.shape[1] // 2
+    for panel, (labels, lut) in zip(
+        (body[:, :half], body[:, half:]),
+        ((result.labels, result.lut), (result.partner.labels, partner.segmenter.lut)),
+        strict=True,
+    ):
+        assert np.array_equal(panel, render("overlay", frame, labels, lut, 0.5, (), panel.shape[:2]))
+
+    window.marks_action.trigger()
+    wait_for_results(qtbot, window, 2)  # past the frame in flight when the view changed
+    marked = next_result(qtbot, window, lambda r: r.partner is not None)
+    mine = Panel(marked.name, marked.labels, marked.lut, None, marked.milliseconds)
+    size = window.session.inference.display_size
+    expected = compose_pair("overlay", marked.frame.image, (mine, marked.partner), 0.5, (), size, marks=True)
+    assert np.array_equal(marked.picture, expected)
+
+    gone = weakref.ref(partner.segmenter)
+    del partner, result, marked, mine
+    window.compare_action.trigger()
+    alone = next_result(qtbot, window, lambda r: r.partner is None)
+    assert alone.picture.shape[:2] == alone.frame.image.shape[:2] and not window.compare_action.isChecked()
+    del alone
+    window.session.result = None
+    qtbot.waitUntil(lambda: (gc.collect(), gone() is None)[1], timeout=TIMEOUT)
+
+
+def test_marks_change_exactly_the_pixels_where_the_two_models_disagree():
+    frame = np.full((40, 60, 3), 100, np.uint8)
+    left, right = np.zeros((20, 30), np.uint8), np.zeros((20, 30), np.uint8)
+    right[5:10, 10:20] = 3
+    lut = np.zeros((256, 3), np.uint8)
+    panels = (Panel("A", left, lut, None, 10.0), Panel("B", right, lut, None, 20.0))
+    plain = compose_pair("mask", frame, panels, 0.5)
+    marked = compose_pair("mask", frame, panels, 0.5, marks=True)
+    changed = (plain != marked).any(-1)[HEADER_PIXELS:]
+    expected = np.zeros((40, 60), bool)
+    expected[10:20, 20:40] = True
+    assert np.array_equal(changed, np.hstack([expected, expected]))
+    assert plain.shape == (HEADER_PIXELS + 40, 120, 3)
+
+
+def test_the_timeline_follows_the_shares_and_the_legend_hides_classes(qtbot, window, video, weights):
+    window.start(str(video), str(weights["slim"]))
+    window.timeline_dock.show()
+    wait_for_results(qtbot, window, 6)
+    window.timeline.redraw()
+    series = window.timeline.series
+    assert len(series) == 11 and series[0].count() >= 5
+    window.legend.item(3).setCheckState(Qt.CheckState.Unchecked)
+    assert not series[3].isVisible() and series[2].isVisible()
+
+
+def test_export_areas_writes_one_row_per_segmented_frame_summing_to_one(
+    qtbot, window, video, weights, tmp_path
+):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 6)
+    rows = window.session.export_areas(tmp_path / "areas.csv")
+    table = list(csv.reader((tmp_path / "areas.csv").open()))
+    names = window.session.inference.segmenter.class_names
+    assert table[0] == ["frame", "time", *names] and len(table) == rows + 1 >= 6
+    frames = [int(row[0]) for row in table[1:]]
+    assert frames == sorted(frames)
+    for row in table[1:]:
+        assert sum(map(float, row[2:])) == pytest.approx(1, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=18, fps=12)
+
+
+def test_segment_writes_the_confidence_view_and_the_areas_of_every_frame(clip, weights, tmp_path, capsys):
+    output, areas = tmp_path / "sure.mp4", tmp_path / "areas.csv"
+    arguments = ["segment", str(clip), "-o", str(output), "--checkpoint", str(weights["slim"])]
+    assert main([*arguments, "--view", "confidence", "--areas", str(areas)]) == 0, capsys.readouterr().err
+    assert len(list(read_frames(output))) == 18
+    table = list(csv.reader(areas.open()))
+    assert table[0][:3] == ["frame", "time", "Sky"] and len(table) == 19
+    assert [int(row[0]) for row in table[1:]] == list(range(18))
+    assert [float(row[1]) for row in table[1:]] == pytest.approx([i / 12 for i in range(18)], abs=1e-3)
+    for row in table[1:]:
+        assert sum(map(float, row[2:])) == pytest.approx(1, abs=1e-3)
