@@ -71,23 +71,20 @@ def segment_video(
     areas: Path | None = None,
 ) -> SegmentReport:
     """Every frame of `source`, segmented, into `output` with the same timestamps (or,
-    `labels_only`, into the folder `output`: frame_000000.png, ... label maps).
+    `labels_only`, into the folder `output`: frame_000000.png, ... label maps); with
+    `areas`, each frame's class shares into that CSV (engine.runtime.areas).
 
     Three stages overlap: a decoder thread; preprocessing and inference on this thread;
-    postprocessing (the `stabilizer`'s steady labels, if any), rendering and encoding on
-    a third. Bounded queues between them keep memory flat and the order. `batch_size`
-    frames go to the model at once; None measures the best (1 on the CPU backends).
-
-    A watchdog (engine.runtime.watchdog) ends the run with a StallError naming the
-    stuck stage, its stack in the log, when no frame moves for `stall_seconds`
-    (default: $RTFORMER_STALL_SECONDS or 300 s); `output` keeps the frames written. The
-    bar of frames sits on line `bar_position` (1: below a job's bar of files). With
-    `areas`, each frame's class shares go to that CSV (engine.runtime.areas)."""
+    postprocessing (the `stabilizer`'s steady labels, if any), rendering and encoding on a
+    third; bounded queues keep memory flat and the order. `batch_size` frames go to the model
+    at once (None: the best, measured). A watchdog ends the run with a StallError naming the
+    stuck stage when no frame moves for `stall_seconds` (default: $RTFORMER_STALL_SECONDS or
+    300 s); `output` keeps the frames written. The bar of frames is on line `bar_position`."""
     info = probe(source)
     if batch_size is None:
         batch_size = measured_batch_size(segmenter, np.zeros((info.height, info.width, 3), np.uint8))
-    pipeline = _VideoPipeline(stall_seconds, stabilizer, logits=view == "confidence")
-    pipeline.areas = AreasCsv(areas, segmenter.class_names) if areas else None
+    table = AreasCsv(areas, segmenter.class_names) if areas else None
+    pipeline = _VideoPipeline(stall_seconds, stabilizer, logits=view == "confidence", areas=table)
     decode, first_frame = DecodeReport(), 0.0
     started = time.perf_counter()
     encoding = (output, info, segmenter.lut, view, alpha, labels_only)
@@ -115,8 +112,6 @@ def segment_video(
                 # A stage stuck in a native call never returns: it is a daemon, left behind.
                 thread.join(None if pipeline.watchdog.report is None else JOIN_AFTER_STALL_SECONDS)
             bar.close()
-            if pipeline.areas is not None:
-                pipeline.areas.close()
     pipeline.raise_failure(output)
     medians = {stage: statistics.median(values) for stage, values in pipeline.stages.items() if values}
     seconds = time.perf_counter() - started
@@ -145,13 +140,13 @@ class _VideoPipeline:
         stall_seconds: float | None = None,
         stabilizer: MaskStabilizer | None = None,
         logits: bool = False,
+        areas: AreasCsv | None = None,
     ) -> None:
         self.stages: dict[str, list[float]] = {name: [] for name in STAGES}
         self.stabilizer = stabilizer  # fed in frame order by the encode thread
-        self.with_logits = (
-            stabilizer is not None or logits
-        )  # the stabilizer and the confidence view need them
-        self.areas: AreasCsv | None = None  # written in frame order by the encode thread
+        # The logits travel with each frame for the stabilizer and the confidence view.
+        self.with_logits = stabilizer is not None or logits
+        self.areas = areas  # written in frame order by the encode thread, which closes it
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.rendered: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         self.failures: list[BaseException] = []
@@ -210,6 +205,9 @@ class _VideoPipeline:
         except BaseException as error:
             self.failures.append(error)
             self.stop.set()  # the decoder and the main thread both watch it
+        finally:
+            if self.areas is not None:
+                self.areas.close()
 
     def _encode_one(self, writer, item: tuple, lut, view: str, alpha: float, labels_only: bool) -> None:
         frame, inferred, seconds = item
