@@ -119,11 +119,30 @@ def test_the_timeline_follows_the_shares_and_the_legend_hides_classes(qtbot, win
     window.start(str(video), str(weights["slim"]))
     window.timeline_dock.show()
     wait_for_results(qtbot, window, 6)
+    qtbot.waitUntil(lambda: len(window.timeline.points) >= 2, timeout=TIMEOUT)
     window.timeline.redraw()
     series = window.timeline.series
-    assert len(series) == 11 and series[0].count() >= 5
+    assert len(series) == 11 and series[0].count() == len(window.timeline.points)
     window.legend.item(3).setCheckState(Qt.CheckState.Unchecked)
     assert not series[3].isVisible() and series[2].isVisible()
+
+
+def test_the_timeline_keeps_a_quarter_second_mean_and_the_last_minute(qtbot):
+    from app.timeline import STEP_SECONDS, WINDOW_SECONDS, ClassTimeline
+
+    timeline = ClassTimeline()
+    qtbot.addWidget(timeline)
+    timeline.set_classes(["a", "b"], [(255, 0, 0), (0, 0, 255)])
+    for seconds, shares in ((0.0, [1.0, 0.0]), (0.1, [0.0, 1.0]), (0.2, [0.5, 0.5]), (0.3, [0.2, 0.8])):
+        timeline.add(seconds, np.array(shares))
+    assert [start for start, _ in timeline.points] == [0.0, STEP_SECONDS]
+    np.testing.assert_allclose(timeline.points[0][1], [0.5, 0.5])
+    timeline.add(WINDOW_SECONDS + 1.0, np.array([1.0, 0.0]))
+    assert [start for start, _ in timeline.points] == [WINDOW_SECONDS + 1.0]  # older than a minute: gone
+    timeline.redraw()
+    assert timeline.series[1].at(0).y() == 0.0
+    timeline.add(5.0, np.array([0.0, 1.0]))  # the clock went back: a seek
+    assert len(timeline.points) == 1
 
 
 def test_export_areas_writes_one_row_per_segmented_frame_summing_to_one(

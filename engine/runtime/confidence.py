@@ -8,8 +8,8 @@ Three measures, each in [0, 1], 1 the surest:
 `DEFAULT_MEASURE` is the one that best ranks wrong pixels below right ones on CamVid
 test (area under the ROC curve of "this pixel is right"; tools/confidence_auroc.py).
 
-Everything works plane by plane on (C, h, w) float32 logits: contiguous planes are
-several times faster on the CPU than reductions across the class axis.
+The logits are (C, h, w) float32 at the model's size; the views take every second row
+and column (`VIEW_STRIDE`), a quarter of the work, and draw the result scaled up.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import cv2
 import numpy as np
 
 MEASURES = ("top", "margin", "entropy")
-# AUROC of "this pixel is right" on CamVid test, shipped weights (docs/benchmarks/confidence-auroc-amx.json).
-DEFAULT_MEASURE = "margin"
+# AUROC of "this pixel is right" over CamVid test's 233 images (docs/benchmarks/confidence-auroc-amx.json):
+# top 0.885, entropy 0.885, margin 0.882 for Slim; 0.890, 0.890, 0.888 for Base (PyTorch fp32;
+# OpenVINO within 0.001). The best, and the cheapest: one exponential a class, no sort.
+DEFAULT_MEASURE = "top"
 # The app and `segment --view confidence` compute it on every second row and column (a
 # quarter of the exponentials) and draw it scaled up: the heat map looks the same.
 VIEW_STRIDE = 2
@@ -30,21 +32,18 @@ def confidence(logits: np.ndarray, measure: str = DEFAULT_MEASURE, stride: int =
     and column."""
     if measure not in MEASURES:
         raise ValueError(f"unknown confidence measure {measure!r}; choose from {', '.join(MEASURES)}")
-    planes = logits[:, ::stride, ::stride] if stride > 1 else logits
-    best, second = _two_largest(planes)
-    total = np.zeros_like(best)
-    weighted = np.zeros_like(best) if measure == "entropy" else None
-    for plane in planes:
-        shifted = plane - best  # <= 0: exp never overflows
-        term = np.exp(shifted)
-        total += term
-        if weighted is not None:
-            weighted += term * shifted
-    if measure == "top":
-        return 1.0 / total
+    # A contiguous copy first: the strided view made every pass below 1.6x slower.
+    planes = np.ascontiguousarray(logits[:, ::stride, ::stride], np.float32)
+    shifted = planes - planes.max(axis=0)  # <= 0: exp never overflows
     if measure == "margin":
-        return (1.0 - np.exp(second - best)) / total
-    entropy = np.log(total) - weighted / total  # H = log S - sum(p * (l - l_max))
+        best, second = _two_largest(shifted)
+    exponentials = np.exp(shifted)
+    total = exponentials.sum(axis=0)
+    if measure == "top":
+        return np.reciprocal(total)
+    if measure == "margin":
+        return (np.exp(best) - np.exp(second)) / total
+    entropy = np.log(total) - (exponentials * shifted).sum(axis=0) / total  # H = log S - sum(p * (l - l_max))
     return np.clip(1.0 - entropy / np.float32(np.log(len(planes))), 0.0, 1.0).astype(np.float32, copy=False)
 
 
