@@ -35,7 +35,7 @@ class ClassTimeline(QChartView):
         self.time_axis, self.share_axis = QValueAxis(), QValueAxis()
         self.time_axis.setTitleText("seconds")
         self.share_axis.setRange(0, 100)
-        self.share_axis.setTitleText("% of the frame")
+        self.share_axis.setTitleText("%")
         self.share_axis.setLabelFormat("%d")
         self.chart_.addAxis(self.time_axis, Qt.AlignmentFlag.AlignBottom)
         self.chart_.addAxis(self.share_axis, Qt.AlignmentFlag.AlignLeft)
