@@ -4,7 +4,8 @@ drive with the shipped weights (under Xvfb it is the window a user sees):
 - docs/confidence.png: View > confidence, the heat map with its scale;
 - docs/inspector.png: the pixel inspector on a paused frame, with the class timeline;
 - docs/compare.png: Compare Slim | Base with the disagreements marked;
-- docs/compare.gif: three seconds of the Compare view, the video part of the window.
+- docs/confidence.gif, docs/compare.gif: three seconds of each view, the video part of
+  the window (what a recording holds).
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python tools/insight_pictures.py
 """
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets/demo-udacity-hmb-20fps.mp4"
 SLIM = ROOT / "weights/rtformer-slim-camvid.safetensors"
 GIF_SECONDS, GIF_FPS = 3.0, 8
+PICTURES = ("confidence.png", "confidence.gif", "inspector.png", "compare.png", "compare.gif")
 
 
 def wait(application, seconds: float) -> None:
@@ -40,6 +42,15 @@ def wait_until(application, condition, limit: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("the window did not get there in time")
         wait(application, 0.1)
+
+
+def record(application, window) -> list:
+    """The view's pictures, `GIF_FPS` a second for `GIF_SECONDS`."""
+    frames = []
+    for _ in range(int(GIF_SECONDS * GIF_FPS)):
+        frames.append(window.session.result.picture.copy())
+        wait(application, 1 / GIF_FPS)
+    return frames
 
 
 def save_gif(frames, path: Path) -> None:
@@ -78,6 +89,7 @@ def main() -> None:
     window.view_box.setCurrentText("confidence")
     wait(application, 2)
     window.grab().save(str(folder / "confidence.png"))
+    save_gif(record(application, window), folder / "confidence.gif")
 
     window.view_box.setCurrentText("overlay")
     window.timeline_dock.show()
@@ -98,16 +110,9 @@ def main() -> None:
     window.marks_action.trigger()
     wait(application, 3)
     window.grab().save(str(folder / "compare.png"))
-    frames = []
-    for _ in range(int(GIF_SECONDS * GIF_FPS)):
-        frames.append(window.session.result.picture.copy())
-        wait(application, 1 / GIF_FPS)
-    save_gif(frames, folder / "compare.gif")
+    save_gif(record(application, window), folder / "compare.gif")
     window.close()
-    print(
-        "wrote",
-        *(folder / name for name in ("confidence.png", "inspector.png", "compare.png", "compare.gif")),
-    )
+    print("wrote", *(folder / name for name in PICTURES))
 
 
 if __name__ == "__main__":
