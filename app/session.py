@@ -288,6 +288,9 @@ class Session:
         self.settings.setValue("input_scale", self.input_scale)
         self.view.model_changed()
         self.view.show_status(f"{self.model_name} ready on {segmenter.description}")
+        partner = self.inference.partner
+        if partner is not None and partner.request.checkpoint == self.checkpoint:
+            self.set_compare(True)  # the same model on both sides: compare with the other one
 
     def running_variant(self) -> str | None:
         """The shipped variant that runs now, if one does."""
@@ -337,6 +340,8 @@ class Session:
         self.inference.load_partner(factory, request)
 
     def on_partner(self, model: LoadedModel | None) -> None:
+        if model is not None and self.inference.partner is not model:
+            return  # left (or replaced) before this report was read
         self.view.compare_changed(model is not None)
         if model is not None:
             self.view.show_status(f"comparing with {model.request.name} on {model.segmenter.description}")

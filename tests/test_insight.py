@@ -90,6 +90,15 @@ def test_compare_runs_both_models_on_the_same_frame_and_frees_the_second_when_le
     expected = compose_pair("overlay", marked.frame.image, (mine, marked.partner), 0.5, (), size, marks=True)
     assert np.array_equal(marked.picture, expected)
 
+    window.model_actions["base"].trigger()  # Base on the left now: Slim comes to the right
+    qtbot.waitUntil(
+        lambda: (
+            window.session.model_name == "RTFormer-Base"
+            and window.session.inference.partner.request.name == "RTFormer-Slim"
+        ),
+        timeout=TIMEOUT,
+    )
+    partner = window.session.inference.partner
     gone = weakref.ref(partner.segmenter)
     del partner, result, marked, mine
     window.compare_action.trigger()

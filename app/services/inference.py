@@ -143,6 +143,7 @@ class InferenceService:
         self.on_stall = on_stall or (lambda report: None)
         self.on_partner = on_partner or (lambda model: None)
         self.partner: LoadedModel | None = None  # the Compare view's second model
+        self._partner_generation = 0  # a load finishing after a newer request or a leave is dropped
         self._partner_stabilizer = MaskStabilizer()
         self.watchdog = StallWatchdog(self._stalled, waiting_is_stall=False)
         self.view = ViewSettings()
@@ -324,13 +325,17 @@ class InferenceService:
         """Build the Compare view's second model on a loader thread; `on_partner` says when
         it runs beside the first (or None, and `on_error` why, when it failed)."""
         self._loaders = [thread for thread in self._loaders if thread.is_alive()]
+        self._partner_generation += 1
         loader = threading.Thread(
-            target=self._load_partner, args=(factory, request), name="partner-loader", daemon=True
+            target=self._load_partner,
+            args=(factory, request, self._partner_generation),
+            name="partner-loader",
+            daemon=True,
         )
         self._loaders.append(loader)
         loader.start()
 
-    def _load_partner(self, factory: Callable[[], Segmenter], request: ModelRequest) -> None:
+    def _load_partner(self, factory: Callable[[], Segmenter], request: ModelRequest, generation: int) -> None:
         try:
             with self.watchdog.working("model loading"):
                 segmenter = factory()
@@ -343,12 +348,15 @@ class InferenceService:
             self.on_error(f"could not load {request.description} to compare: {error}")
             self.on_partner(None)
             return
+        if generation != self._partner_generation:
+            return  # the view was left, or another model asked for, meanwhile
         self._partner_stabilizer.reset()
         self.partner = LoadedModel(request, segmenter)
         self.on_partner(self.partner)
 
     def drop_partner(self) -> None:
         """Leave the Compare view: the second model is let go (its memory with it)."""
+        self._partner_generation += 1
         self.partner = None
         self._partner_stabilizer = MaskStabilizer()
 
