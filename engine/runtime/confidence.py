@@ -32,15 +32,17 @@ def confidence(logits: np.ndarray, measure: str = DEFAULT_MEASURE, stride: int =
     and column."""
     if measure not in MEASURES:
         raise ValueError(f"unknown confidence measure {measure!r}; choose from {', '.join(MEASURES)}")
-    # A contiguous copy first: the strided view made every pass below 1.6x slower.
-    planes = np.ascontiguousarray(logits[:, ::stride, ::stride], np.float32)
-    shifted = planes - planes.max(axis=0)  # <= 0: exp never overflows
+    # One contiguous copy, then in place: the strided view made every pass 1.6x slower, and
+    # each new 1.9 MB array cost page faults (1.0 against 1.5-2.2 ms a frame in the app).
+    planes = np.array(logits[:, ::stride, ::stride], np.float32)  # a copy: the caller's logits stay
+    np.subtract(planes, planes.max(axis=0), out=planes)  # <= 0: exp never overflows
     if measure == "margin":
-        best, second = _two_largest(shifted)
-    exponentials = np.exp(shifted)
+        best, second = _two_largest(planes)
+    shifted = planes.copy() if measure == "entropy" else None
+    exponentials = np.exp(planes, out=planes)
     total = exponentials.sum(axis=0)
     if measure == "top":
-        return np.reciprocal(total)
+        return np.reciprocal(total, out=total)
     if measure == "margin":
         return (np.exp(best) - np.exp(second)) / total
     entropy = np.log(total) - (exponentials * shifted).sum(axis=0) / total  # H = log S - sum(p * (l - l_max))

@@ -97,6 +97,7 @@ def versions() -> Section:
         ("PyAV", "av"),
         ("OpenCV", "opencv-python-headless"),
         ("NumPy", "numpy"),
+        ("Ray (segment --engine ray)", "ray"),
     ):
         section.add(label, version_of(distribution))
     conflict = onnxruntime_conflict()
