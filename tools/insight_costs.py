@@ -6,7 +6,7 @@ demo drive with the shipped weights on the default backend:
 - pixel inspector: keeping a copy of the logits;
 - class timeline: adding a frame's shares and its share of the 4-per-second redraw;
 - Compare view: the real window's rate with both models against 1 / (Slim's time +
-  Base's time) measured alone just before, and each model's time.
+  Base's time), each measured alone in the same window just before.
 
     .venv/bin/python tools/insight_costs.py -o docs/benchmarks/insight-costs-amx.json
 """
@@ -121,10 +121,10 @@ def timeline_cost(segmenter: Segmenter, frames) -> float:
     return (time.perf_counter() - started) * 1e3 / count
 
 
-def compare_rate(frames, fps: int, steady: bool = True, seconds: float = 12.0) -> dict:
-    """The real window (offscreen) in the Compare view, steady masks on, on the demo's frames
-    at `fps` (the demo's own 20, or 60: faster than the pair, so the models set the pace):
-    frames a second, and each model's own inference time in the same run."""
+def compare_rate(frames, fps: int, steady: bool = True, seconds: float = 10.0) -> dict:
+    """The real window (offscreen) on the demo's frames at `fps` (the demo's own 20, or 60:
+    faster than the pair, so the models set the pace): each model alone, then the Compare
+    view, in one run; frames a second and each model's inference time (median)."""
     import tempfile
 
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
@@ -145,32 +145,41 @@ def compare_rate(frames, fps: int, steady: bool = True, seconds: float = 12.0) -
         QTimer.singleShot(int(duration * 1000), loop.quit)
         loop.exec()
 
+    def measure(names: tuple[str, ...]) -> dict:
+        run(3)  # settles
+        samples: dict[str, list[float]] = {"fps": [], **{name: [] for name in names}}
+        for _ in range(int(seconds)):
+            run(1)
+            samples["fps"].append(stats.fps("inferred"))
+            for name in names:
+                samples[name].append(stats.percentiles(name)[0])
+        return {name: statistics.median(values) for name, values in samples.items()}
+
     window = MainWindow(QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat))
     window.resize(1280, 760)
     window.show()
-    window.start(str(fast), str(shipped_weights()["slim"]))
-    window.set_steady(steady)
-    while window.session.results_seen < 5:
+    stats = window.session.stats
+    result = {}
+    for variant in ("slim", "base"):
+        window.start(str(fast), str(shipped_weights()[variant]))
+        window.set_steady(steady)
+        while window.session.running_variant() != variant:
+            run(0.2)
+        result[f"{variant}_alone"] = measure(("inference",))
+    window.model_actions["slim"].trigger()
+    while window.session.running_variant() != "slim":
         run(0.2)
     window.compare_action.trigger()
     while window.session.inference.partner is None:
         run(0.2)
-    run(3)  # the pair settles
-    stats, rates, slim, base = window.session.stats, [], [], []
-    for _ in range(int(seconds)):
-        run(1)
-        rates.append(stats.fps("inferred"))
-        slim.append(stats.percentiles("inference")[0])
-        base.append(stats.percentiles("partner inference")[0])
+    pair = measure(("inference", "partner inference"))
     window.close()
-    pair = statistics.median(slim) + statistics.median(base)
-    rate = statistics.median(rates)
+    alone = result["slim_alone"]["inference"] + result["base_alone"]["inference"]
     return {
-        "fps": rate,
-        "slim_ms": statistics.median(slim),
-        "base_ms": statistics.median(base),
-        "one_over_pair_fps": 1000 / pair,
-        "ratio": rate * pair / 1000,
+        **result,
+        "compare": pair,
+        "one_over_alone_pair_fps": 1000 / alone,
+        "ratio_to_alone_times": pair["fps"] * alone / 1000,
     }
 
 
@@ -187,7 +196,7 @@ def main() -> None:
         report[variant] = {"backend": segmenter.description, **view_costs(segmenter, frames)}
         report[variant]["timeline_ms_per_frame"] = timeline_cost(segmenter, frames)
         print(variant, json.dumps(report[variant]), flush=True)
-    for name, fps, steady in (("20fps", 20, True), ("60fps", 60, True), ("20fps_steady_off", 20, False)):
+    for name, fps, steady in (("20fps", 20, True), ("60fps", 60, True), ("60fps_steady_off", 60, False)):
         report[f"compare_{name}"] = compare_rate(frames, fps, steady)
         print("compare", name, json.dumps(report[f"compare_{name}"]), flush=True)
     if arguments.output:

@@ -1,7 +1,7 @@
 """The Compare view's picture: two models' results on the very same frame, side by
 side, each panel drawn as the chosen view draws one model, under a strip that names
-each model with its own inference time; optionally the pixels where they disagree
-marked in both panels."""
+each model with its own inference time (the two run at once, on threads of their own);
+optionally the pixels where they disagree marked in both panels."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Panel:
     labels: np.ndarray  # (h, w) at the model's size
     lut: np.ndarray
     confidence: np.ndarray | None
-    milliseconds: float  # its own inference time on this frame (median of the last second)
+    milliseconds: float  # its own inference time, beside the other model (median of the last second)
 
 
 def panel_view(view: str) -> str:
@@ -78,8 +78,8 @@ def header(panels: tuple[Panel, Panel], width: int, split: int) -> np.ndarray:
     """The strip above the panels: each model's name and its own time and rate."""
     strip = np.full((HEADER_PIXELS, width, 3), 32, np.uint8)
     for panel, left in zip(panels, (0, split), strict=True):
-        rate = f" ({1000 / panel.milliseconds:.0f} FPS alone)" if panel.milliseconds else ""
-        text = f"{panel.name}  {panel.milliseconds:.1f} ms{rate}"
+        rate = f", {1000 / panel.milliseconds:.0f} FPS" if panel.milliseconds else ""
+        text = f"{panel.name}  {panel.milliseconds:.1f} ms{rate} side by side"
         cv2.putText(
             strip, text, (left + 8, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
         )
