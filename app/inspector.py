@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from app.services import Result
 from app.services.compare import HEADER_PIXELS
 from engine.runtime import top_classes
@@ -69,10 +67,3 @@ def _scaled(spot: Spot, shape: tuple[int, int], target: tuple[int, int]) -> tupl
         min(target[0] - 1, spot.row * target[0] // shape[0]),
         min(target[1] - 1, spot.column * target[1] // shape[1]),
     )
-
-
-def probabilities(result: Result, spot: Spot) -> np.ndarray:
-    """The class probabilities at the spot (the softmax of the logits there)."""
-    from engine.runtime import probabilities_at
-
-    return probabilities_at(result.logits, spot.row, spot.column)

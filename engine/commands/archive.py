@@ -216,24 +216,28 @@ class Manifest:
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / MANIFEST_NAME
-        self._lock = None
+        self._file = None  # open for the job: its lock is the job's, and rows go through it
 
     def __enter__(self) -> Manifest:
-        self._lock = open(self.path, "ab")  # open for the job: its lock is the job's
+        self._file = open(self.path, "a+b")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self._lock.close()
+            self._file.close()
             raise VideoError(
                 f"another rtformer segment job is writing to {self.path.parent}: "
                 "wait for it to end or choose another output folder"
             ) from None
+        if self._file.seek(0, os.SEEK_END):
+            self._file.seek(-1, os.SEEK_END)
+            if self._file.read(1) != b"\n":
+                self._file.write(b"\n")  # after a row cut short by a kill: a line of our own
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def rows(self) -> list[dict]:
         if not self.path.is_file():
@@ -258,18 +262,19 @@ class Manifest:
         return {row["output"]: row for row in self.rows()}
 
     def append(self, row: dict) -> None:
-        with open(self.path, "ab") as manifest:
-            if manifest.tell() and not _ends_with_newline(self.path):
-                manifest.write(b"\n")  # after a row cut short: start a line of our own
-            manifest.write((json.dumps(row) + "\n").encode())
-            manifest.flush()
-            os.fsync(manifest.fileno())
+        """Add a row while the job holds the manifest (inside `with`)."""
+        self._file.write((json.dumps(row) + "\n").encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as file:
-        file.seek(-1, os.SEEK_END)
-        return file.read(1) == b"\n"
+def same_input(row: dict, item: ArchiveItem) -> bool:
+    """Whether `row` is about `item` as it is now (same path, size and modification time)."""
+    return (
+        row.get("input") == item.source
+        and row.get("input_bytes") == item.size
+        and row.get("input_mtime_ns") == item.mtime_ns
+    )
 
 
 def is_finished(row: dict | None, item: ArchiveItem, fingerprint: dict, folder: Path) -> bool:
@@ -277,9 +282,7 @@ def is_finished(row: dict | None, item: ArchiveItem, fingerprint: dict, folder: 
     return (
         row is not None
         and row.get("status") == DONE
-        and row.get("input") == item.source
-        and row.get("input_bytes") == item.size
-        and row.get("input_mtime_ns") == item.mtime_ns
+        and same_input(row, item)
         and all(row.get(key) == value for key, value in fingerprint.items())
         and (folder / item.output).exists()
     )
@@ -310,24 +313,13 @@ def segment_item(
     """Segment one input into FOLDER/item.output; the manifest row that says how it went.
     A bad input (corrupt, empty, not media, unreadable) gives a "failed" row, not an error."""
     started = time.perf_counter()
-    row = {
-        "input": item.source,
-        "output": item.output,
-        "status": FAILED,
-        "error": "",
-        "warning": "",
-        "frames": 0,
-        "seconds": 0.0,
-        "first_frame_seconds": 0.0,
-        "input_bytes": item.size,
-        "input_mtime_ns": item.mtime_ns,
-        "weights": weights_digest(segmenter.checkpoint),
-        "backend": segmenter.description,
-        "precision": segmenter.precision,
-        "options": settings.output_options(),
-        "host": socket.gethostname(),
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-    }
+    row = failed_row(item, "")
+    row.update(
+        weights=weights_digest(segmenter.checkpoint),
+        backend=segmenter.description,
+        precision=segmenter.precision,
+        options=settings.output_options(),
+    )
     try:
         row.update(_write(segmenter, item, Path(folder), settings, progress), status=DONE)
     except Exception as error:  # one input's failure is recorded in its row; the job goes on
@@ -336,6 +328,24 @@ def segment_item(
     row["seconds"] = round(time.perf_counter() - started, 3)
     row["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return row
+
+
+def failed_row(item: ArchiveItem, error: str) -> dict:
+    """A manifest row for `item` that failed with `error`: the fields every row has."""
+    return {
+        "input": item.source,
+        "output": item.output,
+        "status": FAILED,
+        "error": error,
+        "warning": "",
+        "frames": 0,
+        "seconds": 0.0,
+        "first_frame_seconds": 0.0,
+        "input_bytes": item.size,
+        "input_mtime_ns": item.mtime_ns,
+        "host": socket.gethostname(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
 
 
 def describe_failure(error: Exception) -> str:
@@ -485,14 +495,7 @@ def plan_job(plan: ArchivePlan, manifest: Manifest, settings: JobSettings, retry
         row = latest.get(item.output)
         if is_finished(row, item, wanted, manifest.path.parent):
             report.skipped_done += 1
-        elif (
-            row is not None
-            and row.get("status") == FAILED
-            and not retry_failed
-            and row.get("input") == item.source
-            and row.get("input_bytes") == item.size
-            and row.get("input_mtime_ns") == item.mtime_ns
-        ):
+        elif row is not None and row.get("status") == FAILED and not retry_failed and same_input(row, item):
             report.skipped_failed.append(row)
         else:
             todo.append(item)

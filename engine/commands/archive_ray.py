@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.commands.archive import (
-    FAILED,
     ArchiveItem,
     JobSettings,
     describe_failure,
+    failed_row,
     segment_item,
     weights_digest,
 )
@@ -87,7 +87,7 @@ class FileWorker:
         for index in range(len(batch["source"])):
             item = ArchiveItem(**{name: _plain(batch[name][index]) for name in ITEM_FIELDS})
             if self.unusable:
-                rows.append(json.dumps({**_failed_row(item, self.unusable), "node": self.node}))
+                rows.append(json.dumps({**failed_row(item, self.unusable), "node": self.node}))
                 continue
             row = segment_item(self.segmenter, item, self.folder, self.settings)
             rows.append(json.dumps({**row, "node": self.node}))
@@ -100,21 +100,6 @@ ITEM_FIELDS = [field.name for field in dataclasses.fields(ArchiveItem)]
 def _plain(value):
     """A numpy scalar from a Ray batch as the Python value it was."""
     return value.item() if hasattr(value, "item") else value
-
-
-def _failed_row(item: ArchiveItem, error: str) -> dict:
-    return {
-        "input": item.source,
-        "output": item.output,
-        "status": FAILED,
-        "error": error,
-        "warning": "",
-        "frames": 0,
-        "seconds": 0.0,
-        "input_bytes": item.size,
-        "input_mtime_ns": item.mtime_ns,
-        "host": socket.gethostname(),
-    }
 
 
 def ray_engine(options: RayOptions) -> Callable:
@@ -145,7 +130,7 @@ def ray_engine(options: RayOptions) -> Callable:
                 finished(row)
             for item in items:  # a worker that died took its file's row with it
                 if item.output not in reported:
-                    finished(_failed_row(item, "its Ray worker ended without a result (see the Ray logs)"))
+                    finished(failed_row(item, "its Ray worker ended without a result (see the Ray logs)"))
         finally:
             if started_here:
                 ray.shutdown()
