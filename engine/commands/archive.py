@@ -518,9 +518,7 @@ def run_archive(
     _make_folder(folder)
     started = time.perf_counter()
     with Manifest(folder) as manifest:
-        swept = sweep_work_names(folder)
-        if swept:
-            log.info("removed %d partial output(s) a stopped job left in %s", swept, folder)
+        _sweep(folder)
         job = plan_job(plan, manifest, settings, retry_failed)
         files = tqdm(total=len(job.todo), unit="file", disable=not (progress and job.todo), desc="files")
         frames = 0
@@ -537,8 +535,17 @@ def run_archive(
             (engine or in_process)(job.todo, folder, settings, finished, progress)
         finally:
             files.close()
+        # Again at the end: a Ray worker of a killed job can write on for a second or so
+        # until Ray ends it, and what it left after the first sweep is no one's.
+        _sweep(folder)
     job.report.seconds = time.perf_counter() - started
     return job.report
+
+
+def _sweep(folder: Path) -> None:
+    swept = sweep_work_names(folder)
+    if swept:
+        log.info("removed %d partial output(s) a stopped job left in %s", swept, folder)
 
 
 def in_process(

@@ -173,7 +173,11 @@ def _rows(ray, items: list[ArchiveItem], folder: Path, settings: JobSettings, op
     rows = dataset.map_batches(
         FileWorker,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(items)))),
+        # One file in flight per actor: the next largest goes to whichever actor frees first,
+        # so the order is kept and no short file waits queued behind a long one on a busy actor.
+        compute=ray.data.ActorPoolStrategy(
+            size=max(1, min(workers, len(items))), max_tasks_in_flight_per_actor=1
+        ),
         num_cpus=options.cpus_per_worker,
         num_gpus=options.gpus_per_worker or None,
         fn_constructor_kwargs={
