@@ -22,6 +22,7 @@ from PySide6.QtCore import QSettings
 
 from app.services import (
     STAGES,
+    AreasExport,
     CaptureService,
     InferenceService,
     LatestSlot,
@@ -33,7 +34,7 @@ from app.services import (
     RollingStats,
     draw,
 )
-from app.sources import CameraSource, FakeCamera, FrameSource, source_for
+from app.sources import CameraSource, FakeCamera, FrameSource, VideoFileSource, source_for
 from engine.media import VideoError
 from engine.resources import demo_video, recordings_dir
 from engine.runtime import (
@@ -77,6 +78,10 @@ class SessionView(Protocol):
 
     def recording_changed(self, recording: bool) -> None: ...
 
+    def areas_progress(self, frames: int, total: int) -> None: ...
+
+    def export_ended(self) -> None: ...
+
 
 def read_setting(settings: QSettings, key: str, default, convert=None):
     """A stored setting converted with `convert` (default: the default's type); the default
@@ -101,6 +106,11 @@ def read_flag(value) -> bool:
 def variant_name(variant: str) -> str:
     """What the menus and readouts call a shipped variant: "slim" -> "RTFormer-Slim"."""
     return f"RTFormer-{variant.capitalize()}"
+
+
+def segmenter_factory(checkpoint: Path, choice: BackendChoice, scale: float) -> Callable[[], Segmenter]:
+    """What builds a Segmenter of `checkpoint` on `choice` at input `scale`, on a service's thread."""
+    return lambda: Segmenter(checkpoint, choice.backend, choice.device, choice.precision, input_scale=scale)
 
 
 def unused_path(folder: Path, pattern: str, suffix: str) -> Path:
@@ -148,6 +158,9 @@ class Session:
             "result": self.on_result,
             "stalled": self.on_stalled,
             "partner": self.on_partner,
+            "areas_progress": lambda progress: view.areas_progress(*progress),
+            "areas_done": self.on_areas_done,
+            "areas_failed": self.on_areas_failed,
         }
         self.recorder: RecorderService | None = None
         self.last_recording: Path | None = None
@@ -166,6 +179,7 @@ class Session:
         self.frame_listeners: list[Callable[[Result], None]] = []
         # Each segmented frame's class shares for File > Export areas: index -> (seconds, shares).
         self.areas: dict[int, tuple[float, object]] = {}
+        self.areas_export: AreasExport | None = None  # File > Export areas over a whole file
         self.inference.start()
 
     def drain(self) -> None:
@@ -271,10 +285,7 @@ class Session:
         )
         self.view.show_status(f"loading {request.description}{first_time}...", 0)
 
-        def factory() -> Segmenter:
-            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision, input_scale=scale)
-
-        self.inference.load_model(factory, request)
+        self.inference.load_model(segmenter_factory(checkpoint, choice, scale), request)
 
     def on_model(self, model: LoadedModel) -> None:
         """A model runs now (a new one, or the previous one back after a failed switch)."""
@@ -334,10 +345,7 @@ class Session:
         request = ModelRequest(variant_name(variant), checkpoint, choice.label, scale)
         self.view.show_status(f"loading {request.description} to compare...", 0)
 
-        def factory() -> Segmenter:
-            return Segmenter(checkpoint, choice.backend, choice.device, choice.precision, input_scale=scale)
-
-        self.inference.load_partner(factory, request)
+        self.inference.load_partner(segmenter_factory(checkpoint, choice, scale), request)
 
     def on_partner(self, model: LoadedModel | None) -> None:
         if model is not None and self.inference.partner is not model:
@@ -359,6 +367,57 @@ class Session:
                 seconds, shares = self.areas[index]
                 table.write(index, seconds, shares)
         return len(self.areas)
+
+    def file_to_export(self) -> Path | None:
+        """The video file that plays, when its every frame can be exported (not a camera, a
+        stream or images: for those, what was segmented)."""
+        source = self.source
+        return Path(source.path) if type(source) is VideoFileSource else None
+
+    def export_file_areas(self, path: str | Path) -> None:
+        """Every frame of the playing video file: its class shares into the CSV `path`, by
+        a pass of its own in the background with the running model and its settings
+        (`view.areas_progress`, then `view.export_ended` and a status line)."""
+        source, checkpoint = self.file_to_export(), self.checkpoint
+        if source is None or checkpoint is None or self.inference.model is None:
+            raise ValueError("no video file is being segmented")
+        self.cancel_export()
+        send, post = self.mailbox.sender, self.mailbox.post
+        self.areas_export = AreasExport(
+            segmenter_factory(checkpoint, self.backend_choice, self.input_scale),
+            source,
+            path,
+            self.inference.view.steady,
+            send("areas_progress", latest=True),
+            lambda done: post("areas_done", (export, done)),
+            lambda message: post("areas_failed", (export, message)),
+        )
+        export = self.areas_export
+        export.start()
+
+    def cancel_export(self, timeout: float | None = None) -> None:
+        """Stop the whole-file export, if one runs; it leaves no file."""
+        export, self.areas_export = self.areas_export, None
+        if export is not None:
+            export.cancel(timeout)
+
+    def on_areas_done(self, report: tuple[AreasExport, tuple[int, Path] | None]) -> None:
+        export, done = report
+        if export is self.areas_export:
+            self.areas_export = None
+            self.view.export_ended()
+        if done is not None:  # also one that finished as it was cancelled: its file is whole
+            rows, path = done
+            self.view.show_status(
+                f"wrote the class shares of all {rows} frames of {export.source.name} to {path}", 10000
+            )
+
+    def on_areas_failed(self, report: tuple[AreasExport, str]) -> None:
+        export, message = report
+        if export is self.areas_export:
+            self.areas_export = None
+            self.view.export_ended()
+        self.view.show_error(message)
 
     # ------------------------------------------------------------ view settings and results
 
@@ -538,6 +597,7 @@ class Session:
     def shutdown(self) -> None:
         """Close the recording cleanly (nothing recorded is lost), then stop the services."""
         self.stop_recording()
+        self.cancel_export(timeout=5)  # its hidden file goes with it
         # Bounded waits: every service thread ends before the interpreter finalizes, or
         # the window still closes (a stalled stream is left to its own read timeout).
         self.capture.shutdown(timeout=5)

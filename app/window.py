@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QProgressDialog,
     QPushButton,
     QSlider,
     QTextBrowser,
@@ -145,6 +146,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("RTFormer Studio")
         self.settings = settings or QSettings("RTFormer Studio", "RTFormer Studio")
+        self.export_progress: QProgressDialog | None = None  # File > Export areas over a whole file
         self.session = Session(self, self.settings, dict(weights or shipped_weights()))
         self._build_widgets()
         self._build_menus()
@@ -533,15 +535,39 @@ class MainWindow(QMainWindow):
         self.inspector_label.setText("" if spot is None else describe(result, spot, segmenter.class_names))
 
     def export_areas_dialog(self) -> None:
+        """A video file: every frame's shares, by a pass of their own in the background with a
+        progress dialog. A camera, a stream or images: the frames segmented so far."""
         path, _ = QFileDialog.getSaveFileName(self, "Export areas", "areas.csv", "CSV (*.csv)")
         if not path:
             return
+        whole = self.session.file_to_export()
         try:
-            rows = self.session.export_areas(path)
+            if whole is not None:
+                self.session.export_file_areas(path)
+            else:
+                rows = self.session.export_areas(path)
         except (OSError, ValueError) as error:
             self.show_error(f"cannot export the areas: {error}")
             return
-        self.show_status(f"wrote the class shares of {rows} frames to {path}")
+        if whole is None:
+            self.show_status(f"wrote the class shares of the {rows} frames segmented so far to {path}")
+            return
+        self.export_ended()  # a second export replaces the first, and its dialog
+        self.export_progress = QProgressDialog(
+            f"Segmenting every frame of {whole.name} for its class shares...", "Cancel", 0, 0, self
+        )
+        self.export_progress.setWindowTitle("Export areas")
+        self.export_progress.setAutoReset(False)  # the container's frame count can be short
+        self.export_progress.setAutoClose(False)
+        self.export_progress.setMinimumDuration(0)
+        self.export_progress.canceled.connect(self.cancel_export)
+        self.export_progress.show()
+
+    def cancel_export(self) -> None:
+        if self.session.areas_export is not None:
+            self.session.cancel_export()
+            self.show_status("the areas export was cancelled; no file was written")
+        self.export_ended()
 
     # ------------------------------------------------------------ SessionView: what the session says
 
@@ -594,6 +620,18 @@ class MainWindow(QMainWindow):
     def compare_changed(self, on: bool) -> None:
         self.compare_action.setChecked(on)
         self.marks_action.setEnabled(on)
+
+    def areas_progress(self, frames: int, total: int) -> None:
+        if self.export_progress is not None:
+            self.export_progress.setMaximum(max(total, frames) if total else 0)
+            self.export_progress.setValue(frames)
+
+    def export_ended(self) -> None:
+        dialog, self.export_progress = self.export_progress, None
+        if dialog is not None:
+            dialog.canceled.disconnect(self.cancel_export)  # closing it says "canceled" too
+            dialog.close()
+            dialog.deleteLater()
 
     def recording_changed(self, recording: bool) -> None:
         self.record_button.setText("■ Stop" if recording else "● Record")

@@ -1,10 +1,12 @@
 """What the model sees, in the real window (pytest-qt): the confidence view, the pixel
-inspector, the Compare view, the class timeline and the areas export; and
+inspector, the Compare view, the class timeline and the areas export (of the frames seen,
+and of every frame of a file); and
 `rtformer segment --view confidence` and `--areas` on the command line."""
 
 import csv
 import gc
 import os
+import threading
 import weakref
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QPushButton
 
 from app.inspector import Spot, describe, model_pixel
 from app.services.compare import HEADER_PIXELS, Panel, compose_pair
@@ -167,6 +170,72 @@ def test_export_areas_writes_one_row_per_segmented_frame_summing_to_one(
     assert frames == sorted(frames)
     for row in table[1:]:
         assert sum(map(float, row[2:])) == pytest.approx(1, abs=1e-3)
+
+
+def hidden_files(folder) -> list[str]:
+    return [path.name for path in folder.iterdir() if path.name.startswith(".")]
+
+
+def export_from_the_menu(window, monkeypatch, path) -> None:
+    """File > Export areas..., the save dialog answered with `path`."""
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args, **kwargs: (str(path), "CSV (*.csv)"))
+    window.export_areas_dialog()
+
+
+def test_export_areas_of_a_video_file_covers_every_frame_in_a_pass_of_its_own(
+    qtbot, window, video, weights, tmp_path, monkeypatch
+):
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    target = tmp_path / "areas.csv"
+    export_from_the_menu(window, monkeypatch, target)
+    assert window.export_progress is not None and window.export_progress.isVisible()
+    qtbot.waitUntil(lambda: window.export_progress is None, timeout=TIMEOUT)
+    table = list(csv.reader(target.open()))
+    assert table[0] == ["frame", "time", *window.session.inference.segmenter.class_names]
+    # every frame of the file, whatever the live view kept up with: 40 at 20 FPS
+    assert [int(row[0]) for row in table[1:]] == list(range(40))
+    assert [float(row[1]) for row in table[1:]] == pytest.approx([i / 20 for i in range(40)], abs=1e-3)
+    for row in table[1:]:
+        assert sum(map(float, row[2:])) == pytest.approx(1, abs=1e-3)
+    assert "all 40 frames" in window.statusBar().currentMessage()
+    assert hidden_files(tmp_path) == [] and window.session.areas_export is None
+
+
+def test_a_cancelled_areas_export_writes_nothing_and_a_failed_one_says_why(
+    qtbot, window, video, weights, tmp_path, monkeypatch
+):
+    from app.services import areas_export
+
+    gate, shares = threading.Event(), areas_export.class_shares
+
+    def held_at_the_third_frame(labels, classes):
+        if threading.current_thread().name == "areas-export" and not gate.is_set():
+            held_at_the_third_frame.calls += 1
+            if held_at_the_third_frame.calls == 3:
+                gate.wait(TIMEOUT / 1000)
+        return shares(labels, classes)
+
+    held_at_the_third_frame.calls = 0
+    monkeypatch.setattr(areas_export, "class_shares", held_at_the_third_frame)
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 3)
+    target = tmp_path / "areas.csv"
+    export_from_the_menu(window, monkeypatch, target)
+    export = window.session.areas_export
+    qtbot.waitUntil(lambda: window.export_progress.value() >= 2, timeout=TIMEOUT)
+    qtbot.mouseClick(window.export_progress.findChild(QPushButton), Qt.MouseButton.LeftButton)
+    gate.set()
+    qtbot.waitUntil(lambda: not export.running, timeout=TIMEOUT)
+    assert window.export_progress is None and window.session.areas_export is None
+    assert not target.exists() and hidden_files(tmp_path) == []
+    assert "cancelled" in window.statusBar().currentMessage()
+
+    export_from_the_menu(window, monkeypatch, tmp_path / "no such folder" / "areas.csv")
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=TIMEOUT)
+    assert "cannot export the areas of clip.mp4" in window.banner.text()
+    assert window.export_progress is None
+    wait_for_results(qtbot, window, 2)  # and the app plays on
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The pipeline's services, each on its own thread: capture, inference (with model
-loading beside it), and recording; plus the metrics they share.
+loading beside it), recording, and the whole-file areas export; plus the metrics they
+share.
 
 Capture -> LatestSlot -> Inference -> (Mailbox -> GUI, Recorder). The slot holds
 one frame: a newer frame replaces an unread one and counts as dropped, so latency
@@ -26,6 +27,7 @@ out, `app.qtcheck` warns at start if the binding leaks, and the app emits no
 signal from Python at all, which tests/test_app.py checks.
 """
 
+from app.services.areas_export import AreasExport
 from app.services.capture import CaptureService
 from app.services.compare import Panel, compose_pair
 from app.services.inference import (
@@ -45,6 +47,7 @@ from app.services.recorder import RecorderService
 __all__ = [
     "STAGES",
     "STEADY_GAP_SECONDS",
+    "AreasExport",
     "CaptureService",
     "InferenceService",
     "LatestSlot",
