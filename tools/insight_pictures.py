@@ -5,7 +5,10 @@ drive with the shipped weights (under Xvfb it is the window a user sees):
 - docs/inspector.png: the pixel inspector on a paused frame, with the class timeline;
 - docs/compare.png: Compare Slim | Base with the disagreements marked;
 - docs/confidence.gif, docs/compare.gif: three seconds of each view, the video part of
-  the window (what a recording holds).
+  the window (what a recording holds);
+- docs/inspector.gif: the whole window for four seconds of play, the inspector's ring
+  swept from the road up into the trees, its readout below the legend, and the class
+  timeline growing.
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python tools/insight_pictures.py
 """
@@ -22,7 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets/demo-udacity-hmb-20fps.mp4"
 SLIM = ROOT / "weights/rtformer-slim-camvid.safetensors"
 GIF_SECONDS, GIF_FPS = 3.0, 8
-PICTURES = ("confidence.png", "confidence.gif", "inspector.png", "compare.png", "compare.gif")
+PICTURES = (
+    "confidence.png",
+    "confidence.gif",
+    "inspector.png",
+    "inspector.gif",
+    "compare.png",
+    "compare.gif",
+)
+# Where the inspector's pointer goes in inspector.gif, as fractions of the view: from the
+# road near the car, up the road ahead, into the trees.
+SWEEP = ((0.45, 0.85), (0.5, 0.55), (0.58, 0.45), (0.75, 0.3))
 
 
 def wait(application, seconds: float) -> None:
@@ -51,6 +64,33 @@ def record(application, window) -> list:
         frames.append(window.session.result.picture.copy())
         wait(application, 1 / GIF_FPS)
     return frames
+
+
+def record_sweep(application, window) -> list:
+    """The whole window, `GIF_FPS` a second for four seconds, the pointer moving along `SWEEP`."""
+    import numpy as np
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QImage
+    from PySide6.QtTest import QTest
+
+    view, frames, count = window.view, [], int(4 * GIF_FPS)
+    for index in range(count):
+        x, y = point_on(SWEEP, index / (count - 1))
+        QTest.mouseMove(view, QPoint(int(view.width() * x), int(view.height() * y)))
+        wait(application, 1 / GIF_FPS)
+        image = window.grab().toImage().convertToFormat(QImage.Format.Format_BGR888)
+        rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+        frames.append(rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3).copy())
+    return frames
+
+
+def point_on(points, fraction: float) -> tuple[float, float]:
+    """The point `fraction` of the way along the polyline `points` (by segments)."""
+    position = fraction * (len(points) - 1)
+    index = min(int(position), len(points) - 2)
+    (x0, y0), (x1, y1) = points[index], points[index + 1]
+    step = position - index
+    return x0 + (x1 - x0) * step, y0 + (y1 - y0) * step
 
 
 def save_gif(frames, path: Path) -> None:
@@ -102,6 +142,7 @@ def main() -> None:
     wait(application, 0.5)
     window.grab().save(str(folder / "inspector.png"))
     window.toggle_pause()
+    save_gif(record_sweep(application, window), folder / "inspector.gif")
     window.inspector_action.trigger()
     window.timeline_dock.hide()
 
