@@ -356,6 +356,16 @@ class Session:
 
     # ------------------------------------------------------------ class areas
 
+    def recent_areas(self, seconds: float) -> list[tuple[float, object]]:
+        """(time, shares) of the segmented frames in the last `seconds` on the source's clock up
+        to the frame shown, in frame order (what the class timeline shows when opened)."""
+        if self.result is None:
+            return []
+        now = self.result.frame.timestamp
+        return [
+            self.areas[index] for index in sorted(self.areas) if now - seconds <= self.areas[index][0] <= now
+        ]
+
     def export_areas(self, path: str | Path) -> int:
         """Write each segmented frame's class shares of this source as CSV (frame, time,
         one column per class), in frame order; how many rows."""

@@ -34,7 +34,7 @@ from app.inspector import describe, model_pixel
 from app.services import Result, RollingStats
 from app.session import Session, read_flag, read_setting, variant_name
 from app.sources import CameraSource, FakeCamera, FrameSource
-from app.timeline import ClassTimeline
+from app.timeline import WINDOW_SECONDS, ClassTimeline
 from engine.cameras import list_cameras
 from engine.resources import camvid_demo_video, demo_video, shipped_weights
 from engine.runtime import INPUT_SCALES, VIEWS, available, scaled_input_size
@@ -370,6 +370,7 @@ class MainWindow(QMainWindow):
         self.view.on_dropped = session.open_location
         self.view.on_resized = session.set_display_size
         self.view.on_hover = self.inspect_at
+        self.timeline_dock.visibilityChanged.connect(self.fill_timeline)
         self.play_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
         self.seek_slider.sliderReleased.connect(self.seek_to_slider)
@@ -587,6 +588,15 @@ class MainWindow(QMainWindow):
         if self.timeline_dock.isVisible():
             self.timeline.add(result.frame.timestamp, result.class_share)
         self.update_inspector()
+
+    def fill_timeline(self, visible: bool) -> None:
+        """Opened, the timeline starts with the last minute the session kept, not empty."""
+        if not visible:
+            return
+        self.timeline.clear()
+        for seconds, shares in self.session.recent_areas(WINDOW_SECONDS):
+            self.timeline.add(seconds, shares)
+        self.timeline.redraw()
 
     def show_position(self, seconds: float, duration: float) -> None:
         self.time_label.setText(f"{int(seconds) // 60}:{int(seconds) % 60:02d}")

@@ -139,6 +139,22 @@ def test_the_timeline_follows_the_shares_and_the_legend_hides_classes(qtbot, win
     assert not series[3].isVisible() and series[2].isVisible()
 
 
+def test_the_timeline_opens_with_the_last_minute_already_seen(qtbot, window, video, weights):
+    from app.timeline import STEP_SECONDS
+
+    window.start(str(video), str(weights["slim"]))
+    wait_for_results(qtbot, window, 12)
+    window.toggle_pause()  # no new frame: what the timeline shows comes from before it opened
+    qtbot.wait(200)
+    kept = window.session.recent_areas(60.0)
+    steps = sorted({seconds - seconds % STEP_SECONDS for seconds, _ in kept})
+    assert len(steps) >= 2
+    window.timeline_dock.show()
+    qtbot.waitUntil(lambda: len(window.timeline.points) >= len(steps), timeout=TIMEOUT)
+    assert [start for start, _ in window.timeline.points][: len(steps)] == pytest.approx(steps)
+    assert window.timeline.series[0].count() >= len(steps)  # drawn at once
+
+
 def test_the_timeline_keeps_a_quarter_second_mean_and_the_last_minute(qtbot):
     from app.timeline import STEP_SECONDS, WINDOW_SECONDS, ClassTimeline
 
