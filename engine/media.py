@@ -97,7 +97,7 @@ class VideoReader:
         try:
             self.container = av.open(str(location), format=format, options=options or {}, timeout=timeout)
         except (av.FFmpegError, OSError) as error:
-            raise VideoError(f"cannot open {self.name} as a video: {error}") from None
+            raise VideoError(f"cannot open {self.name} as a video: {ffmpeg_reason(error)}") from None
         if not self.container.streams.video:
             self.close()
             raise VideoError(f"cannot open {self.name} as a video: it has no video stream")
@@ -125,7 +125,9 @@ class VideoReader:
             except StopIteration:
                 return None
             except (av.FFmpegError, ValueError) as error:
-                raise VideoError(f"{self.name} is damaged after frame {self.index}: {error}") from None
+                raise VideoError(
+                    f"{self.name} is damaged after frame {self.index}: {ffmpeg_reason(error)}"
+                ) from None
             seconds = float(frame.pts * frame.time_base) if frame.pts is not None else self.index / self.fps
             self.index += 1
             # After a seek, decoding restarts at the keyframe before the target: skip to it.
@@ -151,6 +153,13 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def ffmpeg_reason(error: Exception) -> str:
+    """FFmpeg's own words for `error` ("Invalid data found when processing input"), without
+    the errno and path PyAV wraps them in; other errors as they are."""
+    reason = getattr(error, "strerror", None)
+    return reason if isinstance(error, av.FFmpegError) and reason else str(error)
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -248,7 +257,7 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.container = av.open(str(self.path), "w", options=options)
         except (av.FFmpegError, OSError) as error:
-            raise VideoError(f"cannot write {self.path}: {error}") from None
+            raise VideoError(f"cannot write {self.path}: {ffmpeg_reason(error)}") from None
         self.codec = codec or next(name for name in ENCODERS if _has_encoder(name))
         if self.codec != ENCODERS[0]:
             log.warning("H.264 encoder unavailable; writing %s with %s", self.path, self.codec)
@@ -291,7 +300,7 @@ class VideoWriter:
         try:
             self.container.mux(self.stream.encode(video_frame))
         except (av.FFmpegError, OSError) as error:
-            raise VideoError(f"writing {self.path} failed: {error}") from None
+            raise VideoError(f"writing {self.path} failed: {ffmpeg_reason(error)}") from None
         self.frames += 1
 
     def _video_frame(self, frame: np.ndarray) -> av.VideoFrame:
@@ -311,7 +320,7 @@ class VideoWriter:
             if self._opened:
                 container.mux(self.stream.encode())
         except (av.FFmpegError, OSError) as error:
-            raise VideoError(f"finishing {self.path} failed: {error}") from None
+            raise VideoError(f"finishing {self.path} failed: {ffmpeg_reason(error)}") from None
         finally:
             try:
                 container.close()

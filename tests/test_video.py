@@ -38,8 +38,10 @@ def test_writer_follows_given_timestamps(tmp_path):
 def test_unreadable_video_is_reported(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"definitely not a video" * 100)
-    with pytest.raises(VideoError, match=r"cannot open bad\.mp4 as a video"):
+    with pytest.raises(VideoError, match=r"cannot open bad\.mp4 as a video") as raised:
         probe(bad)
+    # FFmpeg's own words, not PyAV's wrapping ("[Errno 1094995529] ...: '/the/path'")
+    assert str(raised.value) == "cannot open bad.mp4 as a video: Invalid data found when processing input"
     with pytest.raises(VideoError):
         list(read_frames(bad))
 
