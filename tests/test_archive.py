@@ -211,6 +211,41 @@ def test_one_file_with_an_output_file_is_segmented_as_before(tree, checkpoint, t
     assert not (tmp_path / MANIFEST_NAME).exists()
 
 
+def test_areas_beside_write_each_videos_shares_and_a_rerun_redoes_only_what_lacks_them(
+    tree, checkpoint, tmp_path
+):
+    output = tmp_path / "out"
+    assert segment(tree, "-o", output, checkpoint=checkpoint) == 1  # first without the areas
+    assert not list(output.rglob("*.csv"))
+    assert segment(tree, "-o", output, "--areas-beside", checkpoint=checkpoint) == 1
+    tables = {path.relative_to(output).as_posix(): path for path in output.rglob("*.areas.csv")}
+    assert sorted(tables) == ["b.areas.csv", "cam1/a.areas.csv", "cam2/a.areas.csv"]  # videos only
+    for name, frames in VIDEOS.items():
+        table = np.loadtxt(tables[str(Path(name).with_suffix(".areas.csv"))], delimiter=",", skiprows=1)
+        assert table.shape[0] == frames and list(table[:, 0]) == list(range(frames))
+        np.testing.assert_allclose(table[:, 2:].sum(axis=1), 1, atol=1e-3)
+    rows = rows_of(output)
+    redone = [row["output"] for row in rows[-3:] if row["status"] == "done"]
+    assert sorted(redone) == ["b.mp4", "cam1/a.mp4", "cam2/a.mp4"]  # the images were not redone
+    assert rows[-1]["areas"].endswith(".areas.csv")
+
+    (output / "cam2/a.areas.csv").unlink()
+    before = len(rows_of(output))
+    assert segment(tree, "-o", output, "--areas-beside", checkpoint=checkpoint) == 1
+    assert [row["output"] for row in rows_of(output)[before:]] == ["cam2/a.mp4"]
+    assert (output / "cam2/a.areas.csv").exists() and no_work_names(output)
+    before = len(rows_of(output))
+    assert segment(tree, "-o", output, checkpoint=checkpoint) == 1  # without: nothing to redo
+    assert len(rows_of(output)) == before
+
+
+def test_areas_beside_one_video_goes_beside_its_output_file(tree, checkpoint, tmp_path):
+    assert (
+        segment(tree / "cam1/a.mp4", "-o", tmp_path / "one.mp4", "--areas-beside", checkpoint=checkpoint) == 0
+    )
+    assert len((tmp_path / "one.areas.csv").read_text().splitlines()) == 1 + 12
+
+
 # ------------------------------------------------------------------------ kills
 
 

@@ -31,7 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
@@ -86,6 +86,8 @@ class JobSettings:
     alpha: float = 0.5
     labels: bool = False
     stabilize: bool = True
+    areas: bool = False  # each video's class shares beside its output (areas_name); not an
+    # output option: a job that wants them redoes only the videos done without them
 
     def output_options(self) -> dict:
         """The options that change what is written: a done row with others is redone."""
@@ -277,15 +279,23 @@ def same_input(row: dict, item: ArchiveItem) -> bool:
     )
 
 
-def is_finished(row: dict | None, item: ArchiveItem, fingerprint: dict, folder: Path) -> bool:
-    """Whether `row` says `item` is done as this job would do it, and its output is there."""
+def is_finished(
+    row: dict | None, item: ArchiveItem, fingerprint: dict, folder: Path, areas: bool = False
+) -> bool:
+    """Whether `row` says `item` is done as this job would do it, and its output is there
+    (and, for a video of a job that wants `areas`, its class shares too)."""
     return (
         row is not None
         and row.get("status") == DONE
         and same_input(row, item)
         and all(row.get(key) == value for key, value in fingerprint.items())
         and (folder / item.output).exists()
+        and (not areas or item.kind != "video" or _has_areas(row, folder))
     )
+
+
+def _has_areas(row: dict, folder: Path) -> bool:
+    return bool(row.get("areas")) and (folder / row["areas"]).exists()
 
 
 def fingerprint(settings: JobSettings) -> dict:
@@ -305,6 +315,13 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 # ----------------------------------------------------------------- one input
+
+
+def areas_name(output: str) -> str:
+    """Where a video's class shares go beside its output: "a/drive.mp4" -> "a/drive.areas.csv"
+    (a `--labels` folder "a/drive" -> "a/drive.areas.csv")."""
+    path = PurePosixPath(output)
+    return str(path.with_name(f"{path.stem if path.suffix else path.name}.areas.csv"))
 
 
 def segment_item(
@@ -364,20 +381,33 @@ def _write(
     _check_readable(source)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = work_name(final, "partial")
+    areas = item.kind == "video" and settings.areas
+    final_areas = folder / areas_name(item.output)
+    work_areas = work_name(final_areas, "partial") if areas else None
     try:
         if item.kind == "image":
             segment_image(segmenter, source, work, settings.view, settings.alpha, settings.labels)
             written = {"frames": 1}
         else:
-            written = _write_video(segmenter, source, work, settings, progress)
+            written = _write_video(segmenter, source, work, settings, progress, work_areas)
+        if work_areas is not None:  # first: a done row needs both, and the output comes last
+            publish(work_areas, final_areas)
+            written["areas"] = areas_name(item.output)
         publish(work, final)
     finally:
         _remove(work)
+        if work_areas is not None:
+            _remove(work_areas)
     return written
 
 
 def _write_video(
-    segmenter: Segmenter, source: Path, work: Path, settings: JobSettings, progress: bool
+    segmenter: Segmenter,
+    source: Path,
+    work: Path,
+    settings: JobSettings,
+    progress: bool,
+    areas: Path | None = None,
 ) -> dict:
     stabilizer = MaskStabilizer() if settings.stabilize else None
     report = segment_video(
@@ -392,6 +422,7 @@ def _write_video(
         stabilizer,
         settings.labels,
         bar_position=1,
+        areas=areas,
     )
     if report.frames == 0:
         raise VideoError(
@@ -493,7 +524,7 @@ def plan_job(plan: ArchivePlan, manifest: Manifest, settings: JobSettings, retry
     report, todo = ArchiveReport(), []
     for item in plan.items:
         row = latest.get(item.output)
-        if is_finished(row, item, wanted, manifest.path.parent):
+        if is_finished(row, item, wanted, manifest.path.parent, settings.areas):
             report.skipped_done += 1
         elif row is not None and row.get("status") == FAILED and not retry_failed and same_input(row, item):
             report.skipped_failed.append(row)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from engine.commands.archive_ray import ClusterError
-from engine.media import VideoError
+from engine.media import VideoError, is_video
 from engine.model.checkpoint import CheckpointError, read_checkpoint_info
 from engine.model.classes import CLASS_SETS
 from engine.model.rtformer import VARIANTS, build_model, count_parameters
@@ -158,7 +158,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def cmd_segment(args: argparse.Namespace) -> int:
     if is_archive_job(args):
         return segment_archive(args)
+    from engine.commands.archive import areas_name
     from engine.commands.segment_files import segment_path
+
+    if args.areas_beside and not args.areas and is_video(args.inputs[0]):
+        args.areas = str(Path(args.output).with_name(areas_name(Path(args.output).name)))
 
     segmenter = segmenter_from_args(
         args, streams=args.streams, cuda_graphs=False if args.no_cuda_graphs else None
@@ -204,7 +208,10 @@ def segment_archive(args: argparse.Namespace) -> int:
     from engine.commands.archive import JobSettings, collect_inputs, read_list_file, run_archive
 
     if args.areas:
-        raise VideoError("--areas takes one video (and -o FILE): it writes one table")
+        raise VideoError(
+            "--areas takes one video (and -o FILE): it writes one table; "
+            "--areas-beside writes one beside each video's output"
+        )
     entries = [*args.inputs, *(read_list_file(args.list) if args.list else [])]
     if not entries:
         raise VideoError("no input: name files, folders or patterns, or --list FILE")
@@ -237,6 +244,7 @@ def segment_archive(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         labels=args.labels,
         stabilize=not args.no_stabilize,
+        areas=args.areas_beside,
     )
     engine = None
     if args.engine == "ray":
@@ -615,6 +623,12 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
         "--areas",
         metavar="FILE.csv",
         help="one video: each frame's class shares as CSV (frame, time, a column per class)",
+    )
+    parser.add_argument(
+        "--areas-beside",
+        action="store_true",
+        help="each video's class shares as CSV beside its output (drive.mp4 -> drive.areas.csv); "
+        "archive jobs too",
     )
 
 
