@@ -391,6 +391,8 @@ class Session:
         source, checkpoint = self.file_to_export(), self.checkpoint
         if source is None or checkpoint is None or self.inference.model is None:
             raise ValueError("no video file is being segmented")
+        if Path(path).resolve() == source.resolve():
+            raise ValueError(f"{source.name} is the video being read: choose another name")
         self.cancel_export()
         send, post = self.mailbox.sender, self.mailbox.post
         self.areas_export = AreasExport(

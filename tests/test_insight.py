@@ -254,6 +254,12 @@ def test_a_cancelled_areas_export_writes_nothing_and_a_failed_one_says_why(
     assert not target.exists() and hidden_files(tmp_path) == []
     assert any("cancelled" in line for line in said) and not any("wrote" in line for line in said)
 
+    original = video.read_bytes()
+    export_from_the_menu(window, monkeypatch, video)  # the video itself: refused, untouched
+    assert "is the video being read" in window.banner.text() and video.read_bytes() == original
+    assert window.export_progress is None and window.session.areas_export is None
+    window.banner.hide()  # dismissed
+
     export_from_the_menu(window, monkeypatch, tmp_path / "no such folder" / "areas.csv")
     qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=TIMEOUT)
     assert "cannot export the areas of clip.mp4" in window.banner.text()
