@@ -381,22 +381,21 @@ def _write(
     _check_readable(source)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = work_name(final, "partial")
-    areas = item.kind == "video" and settings.areas
-    final_areas = folder / areas_name(item.output)
-    work_areas = work_name(final_areas, "partial") if areas else None
+    areas = areas_name(item.output) if item.kind == "video" and settings.areas else None
+    work_areas = work_name(folder / areas, "partial") if areas else None
     try:
         if item.kind == "image":
             segment_image(segmenter, source, work, settings.view, settings.alpha, settings.labels)
             written = {"frames": 1}
         else:
             written = _write_video(segmenter, source, work, settings, progress, work_areas)
-        if work_areas is not None:  # first: a done row needs both, and the output comes last
-            publish(work_areas, final_areas)
-            written["areas"] = areas_name(item.output)
+        if areas:  # first: a done row needs both, and the output comes last
+            publish(work_areas, folder / areas)
+            written["areas"] = areas
         publish(work, final)
     finally:
         _remove(work)
-        if work_areas is not None:
+        if work_areas:
             _remove(work_areas)
     return written
 
